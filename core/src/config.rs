@@ -1,0 +1,142 @@
+//! The gateway's configuration file. The operator renders it from an `MCPServer` into a
+//! ConfigMap; the gateway reads it at start-up and on change. Kubernetes references in the
+//! spec (Secrets) become file paths here, because the pod mounts them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{
+    AuthMode, CertPrincipal, Limits, OidcAuth, ProtocolSpec, Role, Sandbox, ToolDefaults,
+    ToolPolicy,
+};
+
+/// The file name of the config inside its ConfigMap and mount.
+pub const FILE_NAME: &str = "gateway.json";
+/// Where the operator mounts it in the gateway container.
+pub const MOUNT_DIR: &str = "/etc/palisade";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub server: ServerRef,
+    pub listen: Listen,
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub protocol: ProtocolSpec,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub authorization: Authorization,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolPolicy>,
+    #[serde(default)]
+    pub tool_defaults: ToolDefaults,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Which MCPServer this gateway fronts (for logs, audit records and metrics labels).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerRef {
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listen {
+    /// Client-facing address (the only port exposed by the pod).
+    pub address: String,
+    /// Health, readiness and metrics; never the MCP endpoint.
+    pub admin_address: String,
+    /// Path of the MCP endpoint.
+    pub path: String,
+    /// Serving certificate; absent only in tests and local development.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    /// Browser origins allowed to call the gateway; requests with any other `Origin` get 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// The externally visible resource URI (OAuth audience and protected-resource metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_uri: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+/// How the gateway reaches the server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Upstream {
+    /// Streamable HTTP (or legacy HTTP+SSE when `sse`) on the pod's loopback.
+    #[serde(rename_all = "camelCase")]
+    Http { url: String, sse: bool },
+    /// Newline-delimited JSON-RPC on the stdio bridge's Unix socket.
+    #[serde(rename_all = "camelCase")]
+    Stdio { socket: String, sandbox: Sandbox },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MtlsConfig>,
+    #[serde(default)]
+    pub mode: AuthMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MtlsConfig {
+    pub client_ca_file: String,
+    #[serde(default)]
+    pub principal_from: CertPrincipal,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Authorization {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// A signed checkpoint is written after this many records.
+    pub checkpoint_every: u32,
+    /// Ed25519 private key (PKCS#8 PEM) for checkpoints; unsigned chain without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<String>,
+    /// Also append records to this file (stdout always gets them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { enabled: true, checkpoint_every: 100, signing_key_file: None, file: None }
+    }
+}
+
+/// Errors a config file can have.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("gateway config is not valid: {0}")]
+    Parse(#[from] serde_json::Error),
+}
+
+impl GatewayConfig {
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        Ok(serde_json::from_str(text)?)
+    }
+}

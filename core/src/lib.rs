@@ -1,0 +1,8 @@
+//! Kubernetes-free building blocks shared by every Palisade component.
+
+pub mod config;
+pub mod image;
+pub mod net;
+pub mod policy;
+pub mod revisions;
+pub mod secrets;

@@ -1,0 +1,155 @@
+//! `MCPPolicy`: cluster-wide guardrails that the admission webhook enforces on every
+//! `MCPServer` in the namespaces a policy selects. Several policies may select one namespace;
+//! each is enforced on its own, so the strictest wins. No policy can loosen the built-in
+//! baseline (metadata egress, privileged settings, mutable tags, missing limits).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use palisade_core::policy::ToolEffect;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::mcpserver::{KeylessIdentity, Transport};
+
+/// Image provenance rules.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImagePolicy {
+    /// Image reference prefixes that are allowed, e.g. `ghcr.io/acme/` or `registry.internal:5000/`.
+    /// Empty: any registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 512)))]
+    pub allowed_registries: Vec<String>,
+    /// Images must be pinned by digest in the spec (tags are otherwise resolved by the operator).
+    #[serde(default)]
+    pub require_digest: bool,
+}
+
+/// Signature requirements.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignaturePolicy {
+    /// Every MCPServer must declare `spec.signature`.
+    #[serde(default)]
+    pub required: bool,
+    /// PEM public keys that are trusted in addition to (and, when `onlyTrusted`, instead of) the
+    /// keys the MCPServer names. Public keys are not secret, so they are inline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 8192)))]
+    pub trusted_keys: Vec<String>,
+    /// Keyless identities that are trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub trusted_identities: Vec<KeylessIdentity>,
+    /// Keyless identities in MCPServers must be among `trustedIdentities` (same issuer, and a
+    /// subject the trusted entry matches).
+    #[serde(default)]
+    pub only_trusted: bool,
+}
+
+/// Network guardrails.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressPolicy {
+    /// CIDRs that no MCPServer may allow (in addition to metadata and link-local ranges, which
+    /// are always denied). An allowed CIDR that overlaps one of these is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub denied_cidrs: Vec<String>,
+    /// Permit `0.0.0.0/0` and `::/0` (metadata and link-local stay excluded).
+    #[serde(default)]
+    pub allow_unrestricted: bool,
+    /// Ports normally refused for tools (SMTP, FTP, Telnet, SMB, IRC, BitTorrent) that this
+    /// policy permits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allowed_risky_ports: Vec<u16>,
+    /// Refuse DNS-name egress rules (for clusters whose CNI cannot enforce them).
+    #[serde(default)]
+    pub deny_host_rules: bool,
+}
+
+/// Authentication guardrails.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthenticationPolicy {
+    /// OIDC issuers that MCPServers may trust. Empty: any `https` issuer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allowed_issuers: Vec<String>,
+    /// Every MCPServer must require client certificates (`mtls`, with `mode: AllOf` when OIDC is
+    /// also configured).
+    #[serde(default)]
+    pub require_mtls: bool,
+}
+
+/// Resource ceilings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourcePolicy {
+    /// Largest `limits` an MCPServer may set, per resource name (`cpu`, `memory`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_limits: BTreeMap<String, Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_replicas: Option<i32>,
+}
+
+/// Tool guardrails.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolGuardrails {
+    /// Tool effects that must require approval (destructive always does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub require_approval_for: Vec<ToolEffect>,
+    /// Forbid `toolDefaults.unlisted: AllowAsRead`.
+    #[serde(default)]
+    pub require_listed_tools: bool,
+}
+
+/// Organisation guardrails for MCP servers.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "palisade.dev",
+    version = "v1alpha1",
+    kind = "MCPPolicy",
+    doc = "Cluster-wide guardrails for MCP servers in the namespaces it selects.",
+    plural = "mcppolicies",
+    singular = "mcppolicy",
+    shortname = "mcpp",
+    category = "palisade",
+    derive = "PartialEq",
+    derive = "Default",
+    cel,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MCPPolicySpec {
+    /// Namespaces this policy applies to. Absent: every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub images: ImagePolicy,
+    #[serde(default)]
+    pub signature: SignaturePolicy,
+    /// Allowed transports. Empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub allowed_transports: Vec<Transport>,
+    /// Allowed MCP revisions. Empty: every revision Palisade knows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub allowed_protocol_versions: Vec<String>,
+    #[serde(default)]
+    pub authentication: AuthenticationPolicy,
+    #[serde(default)]
+    pub resources: ResourcePolicy,
+    #[serde(default)]
+    pub egress: EgressPolicy,
+    #[serde(default)]
+    pub tools: ToolGuardrails,
+}

@@ -1,0 +1,66 @@
+//! The gateway's config file, derived from the spec. Secret references become the paths
+//! where the Deployment mounts them.
+
+use palisade_api::MCPServer;
+use palisade_api::mcpserver::Transport;
+use palisade_core::config::{
+    AuditConfig, AuthConfig, Authorization, GatewayConfig, Listen, MtlsConfig, ServerRef, TlsFiles,
+    Upstream,
+};
+
+use crate::{ADMIN_PORT, BRIDGE_SOCKET, GATEWAY_PATH, GATEWAY_PORT};
+
+pub(crate) const TLS_DIR: &str = "/etc/palisade/tls";
+pub(crate) const CLIENT_CA_DIR: &str = "/etc/palisade/client-ca";
+pub(crate) const AUDIT_KEY_DIR: &str = "/etc/palisade/audit-key";
+
+pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> GatewayConfig {
+    let spec = &server.spec;
+    let upstream = match spec.transport {
+        Transport::Stdio => {
+            Upstream::Stdio { socket: BRIDGE_SOCKET.to_string(), sandbox: spec.sandbox.clone() }
+        }
+        Transport::StreamableHttp | Transport::Sse => Upstream::Http {
+            url: format!("http://127.0.0.1:{}{}", spec.port.unwrap_or(8080), spec.upstream_path()),
+            sse: spec.transport == Transport::Sse,
+        },
+    };
+    GatewayConfig {
+        server: ServerRef { name: name.to_string(), namespace: namespace.to_string() },
+        listen: Listen {
+            address: format!("0.0.0.0:{GATEWAY_PORT}"),
+            admin_address: format!("0.0.0.0:{ADMIN_PORT}"),
+            path: GATEWAY_PATH.to_string(),
+            tls: Some(TlsFiles {
+                cert_file: format!("{TLS_DIR}/tls.crt"),
+                key_file: format!("{TLS_DIR}/tls.key"),
+            }),
+            allowed_origins: spec.gateway.allowed_origins.clone(),
+            resource_uri: spec.auth.oidc.as_ref().map(|o| o.audience.clone()),
+        },
+        upstream,
+        protocol: spec.protocol.clone(),
+        auth: AuthConfig {
+            oidc: spec.auth.oidc.clone(),
+            mtls: spec.auth.mtls.as_ref().map(|m| MtlsConfig {
+                client_ca_file: format!("{CLIENT_CA_DIR}/{}", m.client_ca_secret_ref.key),
+                principal_from: m.principal_from,
+            }),
+            mode: spec.auth.mode,
+        },
+        authorization: Authorization { roles: spec.authorization.roles.clone() },
+        tools: spec.tools.clone(),
+        tool_defaults: spec.tool_defaults.clone(),
+        limits: spec.limits.clone(),
+        audit: AuditConfig {
+            enabled: spec.audit.enabled,
+            checkpoint_every: spec.audit.checkpoint_every,
+            signing_key_file: spec
+                .audit
+                .signing_key_secret_ref
+                .as_ref()
+                .map(|k| format!("{AUDIT_KEY_DIR}/{}", k.key)),
+            file: None,
+        },
+    }
+}

@@ -1,0 +1,249 @@
+//! NetworkPolicies: default deny both ways, ingress only to the gateway port, egress only to
+//! DNS and the spec's allowlist, with metadata and link-local ranges carved out of every CIDR.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use palisade_api::MCPServer;
+use palisade_api::mcpserver::{EgressPort, PortProtocol};
+use palisade_core::net::{self, DeniedOverlap};
+use serde_json::json;
+
+use crate::labels::Meta;
+use crate::{ADMIN_PORT, GATEWAY_PORT, RenderError, RenderOptions, names};
+
+/// How Palisade keeps metadata endpoints out of reach even when a spec allows a broad CIDR.
+pub const METADATA_EXCLUSION_NOTE: &str = "every ipBlock excludes the always-denied ranges it \
+contains (palisade_core::net::ALWAYS_DENIED); a CIDR inside one of them is refused";
+
+fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector { match_labels: Some(labels.clone()), match_expressions: None }
+}
+
+fn namespace_selector(namespace: &str) -> LabelSelector {
+    selector(&BTreeMap::from([("kubernetes.io/metadata.name".to_string(), namespace.to_string())]))
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_string()),
+        end_port: None,
+    }
+}
+
+/// An ipBlock for `cidr` with every always-denied range inside it excluded.
+fn ip_block(cidr: &str) -> Result<IPBlock, String> {
+    let net: IpNet = net::parse_canonical_cidr(cidr)?;
+    let mut except = Vec::new();
+    for overlap in net::denied_overlaps(&net, &net::always_denied()) {
+        match overlap {
+            DeniedOverlap::Inside(d) => {
+                return Err(format!("{cidr} lies inside {d}, which is always denied"));
+            }
+            DeniedOverlap::Contains(d) => except.push(d.to_string()),
+        }
+    }
+    Ok(IPBlock { cidr: net.to_string(), except: (!except.is_empty()).then_some(except) })
+}
+
+fn egress_ports(ports: &[EgressPort]) -> Vec<NetworkPolicyPort> {
+    ports
+        .iter()
+        .map(|p| NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(p.port))),
+            end_port: p.end_port.map(i32::from),
+            protocol: Some(p.protocol.as_str().to_string()),
+        })
+        .collect()
+}
+
+/// `host:port` strings of DNS-name egress rules, for the pod annotation.
+pub(crate) fn egress_hosts(server: &MCPServer) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in &server.spec.egress {
+        if let Some(host) = &rule.host {
+            for p in &rule.ports {
+                match p.end_port {
+                    Some(end) => out.push(format!("{host}:{}-{end}", p.port)),
+                    None => out.push(format!("{host}:{}", p.port)),
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn network_policies(
+    server: &MCPServer,
+    meta: &Meta,
+    opts: &RenderOptions,
+) -> Result<Vec<NetworkPolicy>, RenderError> {
+    let pods = selector(&meta.selector);
+    let policy = |name: String, spec: NetworkPolicySpec| NetworkPolicy {
+        metadata: meta.object(&name),
+        spec: Some(spec),
+    };
+
+    let default_deny = policy(
+        names::default_deny(&meta.name),
+        NetworkPolicySpec {
+            pod_selector: Some(pods.clone()),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: None,
+            egress: None,
+        },
+    );
+
+    // An empty `from` would allow every source, so a rule is emitted only with peers.
+    let mut ingress = Vec::new();
+    let mut peers = Vec::new();
+    for (index, peer) in server.spec.ingress.iter().enumerate() {
+        peers.push(match &peer.cidr {
+            Some(cidr) => NetworkPolicyPeer {
+                ip_block: Some(
+                    ip_block(cidr).map_err(|message| RenderError::BadIngress { index, message })?,
+                ),
+                ..NetworkPolicyPeer::default()
+            },
+            None => NetworkPolicyPeer {
+                namespace_selector: peer.namespace_selector.clone(),
+                // Without a namespace selector, a pod selector means "in this namespace".
+                pod_selector: peer.pod_selector.clone(),
+                ip_block: None,
+            },
+        });
+    }
+    if !peers.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(peers),
+            ports: Some(vec![tcp(GATEWAY_PORT)]),
+        });
+    }
+    ingress.push(NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(namespace_selector(&opts.operator_namespace)),
+            pod_selector: Some(selector(&BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "palisade-operator".to_string(),
+            )]))),
+            ip_block: None,
+        }]),
+        ports: Some(vec![tcp(ADMIN_PORT)]),
+    });
+    let ingress_policy = policy(
+        names::ingress_policy(&meta.name),
+        NetworkPolicySpec {
+            pod_selector: Some(pods.clone()),
+            policy_types: Some(vec!["Ingress".to_string()]),
+            ingress: Some(ingress),
+            egress: None,
+        },
+    );
+
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(namespace_selector(&opts.dns.namespace)),
+            pod_selector: Some(selector(&opts.dns.pod_labels)),
+            ip_block: None,
+        }]),
+        ports: Some(vec![
+            NetworkPolicyPort {
+                port: Some(IntOrString::Int(53)),
+                protocol: Some("UDP".to_string()),
+                end_port: None,
+            },
+            tcp(53),
+        ]),
+    }];
+    for (index, rule) in server.spec.egress.iter().enumerate() {
+        if let Some(cidr) = &rule.cidr {
+            let block =
+                ip_block(cidr).map_err(|message| RenderError::BadEgress { index, message })?;
+            egress.push(NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer { ip_block: Some(block), ..Default::default() }]),
+                ports: Some(egress_ports(&rule.ports)),
+            });
+        }
+    }
+    let egress_policy = policy(
+        names::egress_policy(&meta.name),
+        NetworkPolicySpec {
+            pod_selector: Some(pods),
+            policy_types: Some(vec!["Egress".to_string()]),
+            ingress: None,
+            egress: Some(egress),
+        },
+    );
+
+    Ok(vec![default_deny, ingress_policy, egress_policy])
+}
+
+/// A CiliumNetworkPolicy that allows the spec's DNS-name egress rules (and DNS with Cilium's
+/// DNS proxy, which `toFQDNs` needs). Cilium ORs it with the NetworkPolicies above.
+pub(crate) fn cilium_fqdn_policy(
+    server: &MCPServer,
+    meta: &Meta,
+    opts: &RenderOptions,
+) -> Option<serde_json::Value> {
+    let rules: Vec<_> = server
+        .spec
+        .egress
+        .iter()
+        .filter_map(|r| {
+            let host = r.host.as_ref()?;
+            let fqdn = match host.strip_prefix("*.") {
+                Some(_) => json!({ "matchPattern": host }),
+                None => json!({ "matchName": host }),
+            };
+            let ports: Vec<_> = r
+                .ports
+                .iter()
+                .map(|p| {
+                    let mut port =
+                        json!({ "port": p.port.to_string(), "protocol": p.protocol.as_str() });
+                    if let Some(end) = p.end_port {
+                        port["endPort"] = json!(end);
+                    }
+                    port
+                })
+                .collect();
+            Some(json!({ "toFQDNs": [fqdn], "toPorts": [{ "ports": ports }] }))
+        })
+        .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    let mut dns_selector = serde_json::Map::new();
+    dns_selector.insert("k8s:io.kubernetes.pod.namespace".to_string(), json!(opts.dns.namespace));
+    for (k, v) in &opts.dns.pod_labels {
+        dns_selector.insert(format!("k8s:{k}"), json!(v));
+    }
+    let mut egress = vec![json!({
+        "toEndpoints": [{ "matchLabels": dns_selector }],
+        "toPorts": [{
+            "ports": [
+                { "port": "53", "protocol": PortProtocol::Udp.as_str() },
+                { "port": "53", "protocol": PortProtocol::Tcp.as_str() }
+            ],
+            "rules": { "dns": [{ "matchPattern": "*" }] }
+        }]
+    })];
+    egress.extend(rules);
+    let metadata = meta.object(&format!("{}-fqdn", meta.name));
+    Some(json!({
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "endpointSelector": { "matchLabels": meta.selector },
+            "egress": egress,
+        }
+    }))
+}

@@ -1,0 +1,456 @@
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{Capabilities, HostPathVolumeSource, PodSpec, Volume};
+use palisade_api::MCPServer;
+use palisade_api::mcpserver::{EgressPort, EgressRule, IngressPeer, PortProtocol, Transport};
+use palisade_core::policy::{ToolEffect, ToolPolicy};
+use palisade_webhooks::rules::pss::{self, HARDENING_CONTROLS, RESTRICTED_CONTROLS};
+
+use super::*;
+
+fn example(file: &str) -> MCPServer {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut server: MCPServer = serde_saphyr::from_str(&text).unwrap();
+    server.metadata.uid = Some("3f2a3f56-5a1e-4c8e-9a55-2f1d7c8f0a11".into());
+    server
+}
+
+/// One server of each transport, from the committed examples.
+fn servers() -> Vec<MCPServer> {
+    let all: Vec<_> = ["filesystem-stdio.yaml", "everything-http.yaml", "weather-sse.yaml"]
+        .iter()
+        .map(|f| example(f))
+        .collect();
+    let transports: Vec<_> = all.iter().map(|s| s.spec.transport).collect();
+    assert_eq!(transports, vec![Transport::Stdio, Transport::StreamableHttp, Transport::Sse]);
+    all
+}
+
+fn pod(r: &Rendered) -> PodSpec {
+    r.deployment.spec.as_ref().unwrap().template.spec.clone().unwrap()
+}
+
+fn violations_of(spec: &PodSpec) -> Vec<&'static str> {
+    pss::check_pod_spec(spec, None, "spec").violations.iter().map(|v| v.rule).collect()
+}
+
+#[test]
+fn rendered_pods_pass_the_restricted_profile_for_every_transport() {
+    for server in servers() {
+        let r = render(&server, &RenderOptions::default()).unwrap();
+        let verdict = pss::check_pod_spec(&pod(&r), None, "spec");
+        assert!(verdict.allowed(), "{:?}: {}", server.spec.transport, verdict.message());
+    }
+}
+
+/// Every control of the profile is checked: breaking it on rendered output is detected, so a
+/// clean verdict above means each control holds.
+#[test]
+fn each_restricted_control_is_enforced_on_rendered_output() {
+    type Breaker = fn(&mut PodSpec);
+    let breakers: Vec<(&str, Breaker)> = vec![
+        ("pss.hostProcess", |p| {
+            let sc = p.security_context.get_or_insert_with(Default::default);
+            sc.windows_options = Some(k8s_openapi::api::core::v1::WindowsSecurityContextOptions {
+                host_process: Some(true),
+                ..Default::default()
+            });
+        }),
+        ("pss.hostNamespaces", |p| p.host_network = Some(true)),
+        ("pss.privileged", |p| {
+            p.containers[0].security_context.as_mut().unwrap().privileged = Some(true)
+        }),
+        ("pss.capabilities", |p| {
+            p.containers[1].security_context.as_mut().unwrap().capabilities =
+                Some(Capabilities { add: Some(vec!["SYS_ADMIN".into()]), drop: None })
+        }),
+        ("pss.hostPathVolumes", |p| {
+            p.volumes.get_or_insert_with(Vec::new).push(Volume {
+                name: "host".into(),
+                host_path: Some(HostPathVolumeSource { path: "/".into(), type_: None }),
+                ..Default::default()
+            })
+        }),
+        ("pss.hostPorts", |p| p.containers[1].ports.as_mut().unwrap()[0].host_port = Some(8443)),
+        ("pss.appArmor", |p| {
+            p.containers[0].security_context.as_mut().unwrap().app_armor_profile =
+                Some(k8s_openapi::api::core::v1::AppArmorProfile {
+                    type_: "Unconfined".into(),
+                    localhost_profile: None,
+                })
+        }),
+        ("pss.seLinux", |p| {
+            p.containers[0].security_context.as_mut().unwrap().se_linux_options =
+                Some(k8s_openapi::api::core::v1::SELinuxOptions {
+                    type_: Some("spc_t".into()),
+                    ..Default::default()
+                })
+        }),
+        ("pss.procMount", |p| {
+            p.containers[0].security_context.as_mut().unwrap().proc_mount = Some("Unmasked".into())
+        }),
+        ("pss.seccomp", |p| {
+            p.security_context.as_mut().unwrap().seccomp_profile = None;
+            p.containers[0].security_context.as_mut().unwrap().seccomp_profile = None;
+        }),
+        ("pss.sysctls", |p| {
+            p.security_context.as_mut().unwrap().sysctls =
+                Some(vec![k8s_openapi::api::core::v1::Sysctl {
+                    name: "kernel.core_pattern".into(),
+                    value: "|/x".into(),
+                }])
+        }),
+        ("pss.volumeTypes", |p| {
+            p.volumes.get_or_insert_with(Vec::new).push(Volume {
+                name: "nfs".into(),
+                nfs: Some(k8s_openapi::api::core::v1::NFSVolumeSource {
+                    path: "/".into(),
+                    server: "nfs".into(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            })
+        }),
+        ("pss.privilegeEscalation", |p| {
+            p.containers[1].security_context.as_mut().unwrap().allow_privilege_escalation = None
+        }),
+        ("pss.runAsNonRoot", |p| {
+            p.security_context.as_mut().unwrap().run_as_non_root = None;
+            p.containers[0].security_context.as_mut().unwrap().run_as_non_root = Some(false);
+        }),
+        ("pss.runAsUser", |p| {
+            p.containers[0].security_context.as_mut().unwrap().run_as_user = Some(0)
+        }),
+        ("hardening.readOnlyRootFilesystem", |p| {
+            p.containers[0].security_context.as_mut().unwrap().read_only_root_filesystem =
+                Some(false)
+        }),
+        ("hardening.serviceAccountToken", |p| p.automount_service_account_token = None),
+        ("hardening.resourceLimits", |p| p.containers[0].resources.as_mut().unwrap().limits = None),
+        ("hardening.noAddedCapabilities", |p| {
+            p.containers[0].security_context.as_mut().unwrap().capabilities = Some(Capabilities {
+                add: Some(vec!["NET_BIND_SERVICE".into()]),
+                drop: Some(vec!["ALL".into()]),
+            })
+        }),
+    ];
+    let covered: Vec<&str> = breakers.iter().map(|(c, _)| *c).collect();
+    for control in RESTRICTED_CONTROLS.iter().chain(HARDENING_CONTROLS) {
+        assert!(covered.contains(control), "no test breaks {control}");
+    }
+    for server in servers() {
+        let clean = pod(&render(&server, &RenderOptions::default()).unwrap());
+        for (control, brk) in &breakers {
+            let mut broken = clean.clone();
+            brk(&mut broken);
+            assert!(
+                violations_of(&broken).contains(control),
+                "{:?}: breaking {control} went unnoticed",
+                server.spec.transport
+            );
+        }
+    }
+}
+
+#[test]
+fn containers_are_hardened_and_only_the_gateway_is_exposed() {
+    for server in servers() {
+        let r = render(&server, &RenderOptions::default()).unwrap();
+        let p = pod(&r);
+        assert_eq!(r.service_account.automount_service_account_token, Some(false));
+        assert_eq!(p.automount_service_account_token, Some(false));
+        assert_eq!(p.enable_service_links, Some(false));
+        let all = p.init_containers.iter().flatten().chain(p.containers.iter());
+        for c in all {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+            assert_eq!(sc.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]));
+            assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+            assert!(c.image.as_ref().unwrap().contains("@sha256:"), "{} not by digest", c.name);
+        }
+        let server_c = p.containers.iter().find(|c| c.name == "server").unwrap();
+        assert!(server_c.ports.is_none(), "the server container must not declare ports");
+        assert_eq!(server_c.image.as_deref(), Some(r.image.as_str()));
+        let svc_ports = r.service.spec.as_ref().unwrap().ports.clone().unwrap();
+        assert_eq!(svc_ports.len(), 1);
+        assert_eq!(svc_ports[0].port, GATEWAY_PORT);
+        // Every writable volume is a size-limited tmpfs.
+        for v in p.volumes.iter().flatten() {
+            if let Some(ed) = &v.empty_dir {
+                assert_eq!(ed.medium.as_deref(), Some("Memory"), "{}", v.name);
+                assert!(ed.size_limit.is_some(), "{}", v.name);
+            }
+        }
+        let scratch = &server.spec.scratch;
+        let mounts = server_c.volume_mounts.clone().unwrap();
+        for s in scratch {
+            let m = mounts.iter().find(|m| m.mount_path == s.path).unwrap();
+            assert_eq!(m.read_only, Some(false));
+        }
+        assert!(mounts.iter().filter(|m| m.read_only == Some(false)).all(|m| {
+            scratch.iter().any(|s| s.path == m.mount_path) || m.mount_path == "/palisade/run"
+        }));
+    }
+}
+
+#[test]
+fn stdio_servers_are_wrapped_by_the_bridge_without_a_shell() {
+    let server = example("filesystem-stdio.yaml");
+    let r = render(&server, &RenderOptions::default()).unwrap();
+    let p = pod(&r);
+    let init = p.init_containers.as_ref().unwrap();
+    assert_eq!(init[0].name, "install-bridge");
+    let cmd = p.containers[0].command.clone().unwrap();
+    assert_eq!(cmd[0], BRIDGE_BINARY);
+    assert_eq!(cmd[1], "bridge");
+    let dashdash = cmd.iter().position(|a| a == "--").unwrap();
+    assert_eq!(&cmd[dashdash + 1..], server.spec.command.as_slice());
+    assert!(!cmd.iter().any(|a| a == "sh" || a == "-c" || a == "/bin/sh"));
+    let allow = cmd.iter().find(|a| a.starts_with("--env-allow=")).unwrap();
+    assert!(allow.contains("PATH") && allow.contains("HOME"));
+    assert!(!allow.contains("KUBERNETES_SERVICE_HOST"));
+    match &r.gateway_config.upstream {
+        palisade_core::config::Upstream::Stdio { socket, .. } => assert_eq!(socket, BRIDGE_SOCKET),
+        other => panic!("stdio server got upstream {other:?}"),
+    }
+}
+
+#[test]
+fn http_servers_are_reached_on_loopback() {
+    let server = example("everything-http.yaml");
+    let r = render(&server, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        r.gateway_config.upstream,
+        palisade_core::config::Upstream::Http {
+            url: "http://127.0.0.1:3001/mcp".into(),
+            sse: false
+        }
+    );
+    let sse = render(&example("weather-sse.yaml"), &RenderOptions::default()).unwrap();
+    assert_eq!(
+        sse.gateway_config.upstream,
+        palisade_core::config::Upstream::Http {
+            url: "http://127.0.0.1:8000/sse".into(),
+            sse: true
+        }
+    );
+    assert!(r.pod_disruption_budget.is_some(), "2 replicas get a PDB");
+    assert!(sse.pod_disruption_budget.is_none(), "1 replica gets none");
+}
+
+#[test]
+fn every_object_is_owned_and_labelled() {
+    for server in servers() {
+        let r = render(&server, &RenderOptions::default()).unwrap();
+        for obj in r.objects().unwrap() {
+            let meta = &obj["metadata"];
+            let owner = &meta["ownerReferences"][0];
+            assert_eq!(owner["kind"], "MCPServer", "{}", obj["kind"]);
+            assert_eq!(owner["uid"], server.metadata.uid.clone().unwrap());
+            assert_eq!(owner["controller"], true);
+            assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "palisade");
+            assert_eq!(
+                meta["labels"][palisade_api::MCP_SERVER_LABEL],
+                server.metadata.name.clone().unwrap()
+            );
+            assert!(obj["apiVersion"].is_string() && obj["kind"].is_string());
+        }
+    }
+}
+
+fn egress_server(cidrs: &[&str]) -> MCPServer {
+    let mut s = example("everything-http.yaml");
+    s.spec.egress = cidrs
+        .iter()
+        .map(|c| EgressRule {
+            cidr: Some(c.to_string()),
+            host: None,
+            ports: vec![EgressPort { port: 443, end_port: None, protocol: PortProtocol::Tcp }],
+        })
+        .collect();
+    s
+}
+
+fn egress_blocks(r: &Rendered) -> Vec<(String, Vec<String>)> {
+    let egress = r
+        .network_policies
+        .iter()
+        .find(|n| n.metadata.name.as_deref().unwrap().ends_with("-egress"))
+        .unwrap();
+    egress
+        .spec
+        .as_ref()
+        .unwrap()
+        .egress
+        .clone()
+        .unwrap()
+        .iter()
+        .filter_map(|rule| {
+            let b = rule.to.as_ref()?.first()?.ip_block.clone()?;
+            Some((b.cidr, b.except.unwrap_or_default()))
+        })
+        .collect()
+}
+
+#[test]
+fn network_policies_deny_by_default_and_exclude_metadata_everywhere() {
+    let r = render(
+        &egress_server(&["0.0.0.0/0", "::/0", "10.0.0.0/8", "169.254.0.0/15"]),
+        &RenderOptions::default(),
+    );
+    // 169.254.0.0/15 contains 169.254.0.0/16: allowed with the exception carved out.
+    let r = r.unwrap();
+    let names: Vec<_> =
+        r.network_policies.iter().map(|n| n.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, vec!["everything-default-deny", "everything-ingress", "everything-egress"]);
+    let deny = r.network_policies[0].spec.clone().unwrap();
+    assert_eq!(deny.policy_types, Some(vec!["Ingress".to_string(), "Egress".to_string()]));
+    assert!(deny.ingress.is_none() && deny.egress.is_none());
+
+    let blocks = egress_blocks(&r);
+    let except_of = |cidr: &str| blocks.iter().find(|(c, _)| c == cidr).unwrap().1.clone();
+    let v4 = except_of("0.0.0.0/0");
+    for m in ["169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32", "192.0.0.192/32"] {
+        assert!(v4.contains(&m.to_string()), "0.0.0.0/0 does not exclude {m}: {v4:?}");
+    }
+    let v6 = except_of("::/0");
+    for m in ["fe80::/10", "fd00:ec2::254/128", "fd20:ce::254/128"] {
+        assert!(v6.contains(&m.to_string()), "::/0 does not exclude {m}: {v6:?}");
+    }
+    assert!(except_of("10.0.0.0/8").is_empty());
+    assert_eq!(except_of("169.254.0.0/15"), vec!["169.254.0.0/16".to_string()]);
+
+    // Egress allows DNS to cluster DNS and nothing implicit: every rule names ports.
+    let egress = r.network_policies[2].spec.clone().unwrap().egress.unwrap();
+    let dns = &egress[0];
+    assert_eq!(
+        dns.ports.as_ref().unwrap().iter().map(|p| p.port.clone()).collect::<Vec<_>>().len(),
+        2
+    );
+    assert!(egress.iter().all(|rule| rule.ports.as_ref().is_some_and(|p| !p.is_empty())));
+    assert!(egress.iter().all(|rule| rule.to.as_ref().is_some_and(|t| !t.is_empty())));
+}
+
+#[test]
+fn cidrs_inside_metadata_ranges_are_refused() {
+    for bad in ["169.254.169.254/32", "169.254.0.0/16", "fd00:ec2::254/128"] {
+        let err = render(&egress_server(&[bad]), &RenderOptions::default()).unwrap_err();
+        assert!(matches!(err, RenderError::BadEgress { index: 0, .. }), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn ingress_allows_only_the_gateway_port_and_only_from_declared_peers() {
+    let mut s = example("everything-http.yaml");
+    let r = render(&s, &RenderOptions::default()).unwrap();
+    let ingress = r.network_policies[1].spec.clone().unwrap().ingress.unwrap();
+    assert_eq!(ingress.len(), 2);
+    assert_eq!(ingress[0].from.as_ref().unwrap().len(), 1);
+    let port = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        rule.ports.as_ref().unwrap()[0].port.clone().unwrap()
+    };
+    assert_eq!(
+        port(&ingress[0]),
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(GATEWAY_PORT)
+    );
+    assert_eq!(
+        port(&ingress[1]),
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(ADMIN_PORT)
+    );
+
+    // No peers: no rule for the gateway port at all (an empty `from` would allow everyone).
+    s.spec.ingress.clear();
+    let r = render(&s, &RenderOptions::default()).unwrap();
+    let ingress = r.network_policies[1].spec.clone().unwrap().ingress.unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert!(ingress.iter().all(|rule| rule.from.as_ref().is_some_and(|f| !f.is_empty())));
+
+    s.spec.ingress = vec![IngressPeer { cidr: Some("0.0.0.0/0".into()), ..Default::default() }];
+    let r = render(&s, &RenderOptions::default()).unwrap();
+    let ingress = r.network_policies[1].spec.clone().unwrap().ingress.unwrap();
+    let block = ingress[0].from.as_ref().unwrap()[0].ip_block.clone().unwrap();
+    assert!(block.except.unwrap().contains(&"169.254.0.0/16".to_string()));
+}
+
+#[test]
+fn config_hash_follows_the_gateway_policy_only() {
+    let s = example("everything-http.yaml");
+    let base = render(&s, &RenderOptions::default()).unwrap();
+    let mut replicas = s.clone();
+    replicas.spec.replicas = 3;
+    assert_eq!(render(&replicas, &RenderOptions::default()).unwrap().config_hash, base.config_hash);
+    let mut tools = s.clone();
+    tools.spec.tools.push(ToolPolicy {
+        name: "longRunningOperation".into(),
+        effect: ToolEffect::Read,
+        require_approval: None,
+        dry_run: None,
+        arguments: vec![],
+        deny_unlisted_arguments: false,
+        rate_per_minute: None,
+    });
+    let changed = render(&tools, &RenderOptions::default()).unwrap();
+    assert_ne!(changed.config_hash, base.config_hash);
+    let annotation = |r: &Rendered| {
+        r.deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_eq!(annotation(&changed), changed.config_hash);
+    assert_eq!(
+        changed.config_hash,
+        sha256_hex(
+            changed.config_map.data.as_ref().unwrap()[palisade_core::config::FILE_NAME].as_bytes()
+        )
+    );
+}
+
+#[test]
+fn images_must_be_pinned() {
+    let mut s = example("everything-http.yaml");
+    s.spec.image = "docker.io/mcp/everything:1.0.0".into();
+    assert!(matches!(render(&s, &RenderOptions::default()), Err(RenderError::ImageNotPinned(_))));
+    let digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let opts = RenderOptions { resolved_digest: Some(digest.into()), ..RenderOptions::default() };
+    let r = render(&s, &opts).unwrap();
+    assert_eq!(r.image, format!("docker.io/mcp/everything:1.0.0@{digest}"));
+    let opts = RenderOptions {
+        gateway_image: "ghcr.io/palisade-dev/gateway:0.1".into(),
+        ..RenderOptions::default()
+    };
+    assert!(matches!(
+        render(&example("everything-http.yaml"), &opts),
+        Err(RenderError::GatewayImageNotPinned(_))
+    ));
+}
+
+#[test]
+fn cilium_policy_expresses_host_rules() {
+    let s = example("weather-sse.yaml");
+    let opts = RenderOptions { fqdn_policy: FqdnPolicy::Cilium, ..RenderOptions::default() };
+    let r = render(&s, &opts).unwrap();
+    let cnp = r.cilium_policy.unwrap();
+    assert_eq!(cnp["kind"], "CiliumNetworkPolicy");
+    let names: Vec<_> = cnp["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["toFQDNs"][0]["matchName"].as_str())
+        .collect();
+    assert_eq!(names, vec!["api.weather.gov", "login.example.com"]);
+    let annotations = r.deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(annotations[EGRESS_HOSTS_ANNOTATION], "api.weather.gov:443,login.example.com:443");
+    assert!(render(&s, &RenderOptions::default()).unwrap().cilium_policy.is_none());
+}

@@ -1,0 +1,144 @@
+//! Workloads that present themselves as MCP servers (the `palisade.dev/mcp-server` label on
+//! the object or its pod template) must look exactly like what the operator renders: hardened,
+//! fronted by the gateway, and running the verified digest. This closes the bypass of creating
+//! an MCP pod by hand.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use palisade_api::MCP_SERVER_LABEL;
+use palisade_core::image::ImageRef;
+use serde_json::Value;
+
+use crate::rules::pss;
+use crate::verdict::Verdict;
+
+/// Kinds that carry a pod template, and where it is.
+pub const WORKLOAD_KINDS: &[(&str, &str)] = &[
+    ("Pod", ""),
+    ("Deployment", "spec.template"),
+    ("ReplicaSet", "spec.template"),
+    ("StatefulSet", "spec.template"),
+    ("DaemonSet", "spec.template"),
+    ("Job", "spec.template"),
+    ("CronJob", "spec.jobTemplate.spec.template"),
+];
+
+pub fn is_workload_kind(kind: &str) -> bool {
+    WORKLOAD_KINDS.iter().any(|(k, _)| *k == kind)
+}
+
+/// What the cluster knows about the MCP server a workload claims to be.
+#[derive(Debug, Default, Clone)]
+pub struct Expectations {
+    /// The digest the operator resolved and verified (`MCPServer.status.image.digest`).
+    pub verified_digest: Option<String>,
+    /// The gateway image the operator injects.
+    pub gateway_image: Option<String>,
+}
+
+fn pointer<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
+    if dotted.is_empty() {
+        return Some(v);
+    }
+    dotted.split('.').try_fold(v, |cur, key| cur.get(key))
+}
+
+/// The MCP server name a workload claims, from its labels or its pod template's labels.
+pub fn claimed_server(obj: &Value, kind: &str) -> Option<String> {
+    let template = WORKLOAD_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, t)| *t)?;
+    let label = |meta: Option<&Value>| {
+        meta.and_then(|m| m.get("labels"))
+            .and_then(|l| l.get(MCP_SERVER_LABEL))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    label(obj.get("metadata")).or_else(|| {
+        let tmpl = pointer(obj, template)?;
+        if template.is_empty() { None } else { label(tmpl.get("metadata")) }
+    })
+}
+
+/// Reviews a labelled workload. Returns `None` when the object does not claim to be an MCP
+/// server (it is then none of Palisade's business).
+pub fn review_workload(obj: &Value, kind: &str, expect: &Expectations) -> Option<Verdict> {
+    let name = claimed_server(obj, kind)?;
+    let template_path = WORKLOAD_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, t)| *t)?;
+    let mut v = Verdict::default();
+    let template = pointer(obj, template_path);
+    let (spec_path, spec_value) = if template_path.is_empty() {
+        ("spec".to_string(), obj.get("spec"))
+    } else {
+        (format!("{template_path}.spec"), template.and_then(|t| t.get("spec")))
+    };
+    let spec: PodSpec = match spec_value.cloned().map(serde_json::from_value) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            v.deny("workload.parse", spec_path, format!("not a valid pod spec: {e}"));
+            return Some(v);
+        }
+        None => {
+            v.deny("workload.parse", spec_path, "missing pod spec");
+            return Some(v);
+        }
+    };
+    let annotations: Option<BTreeMap<String, String>> = template
+        .and_then(|t| t.get("metadata"))
+        .or_else(|| obj.get("metadata"))
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| serde_json::from_value(a.clone()).ok());
+
+    v.merge(pss::check_pod_spec(&spec, annotations.as_ref(), &spec_path));
+
+    let mut has_gateway = false;
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| ("initContainers", c))
+        .chain(spec.containers.iter().map(|c| ("containers", c)));
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for (list, c) in all {
+        let i = index.entry(list).or_default();
+        let field = format!("{spec_path}.{list}[{i}].image");
+        *i += 1;
+        let image = c.image.clone().unwrap_or_default();
+        let parsed = ImageRef::parse(&image);
+        let Ok(parsed) = parsed else {
+            v.deny("workload.image", field, format!("{image:?} is not a valid image reference"));
+            continue;
+        };
+        let Some(digest) = parsed.digest.clone() else {
+            v.deny(
+                "workload.image",
+                field,
+                format!(
+                    "{image} must be pinned by digest (MCP workloads run only verified digests)"
+                ),
+            );
+            continue;
+        };
+        let is_gateway =
+            c.name == "gateway" || (list == "initContainers" && c.name == "install-bridge");
+        if is_gateway {
+            has_gateway |= c.name == "gateway";
+            if let Some(gw) = &expect.gateway_image
+                && ImageRef::parse(gw).ok().and_then(|g| g.digest) != Some(digest)
+            {
+                v.deny(
+                    "workload.gatewayImage",
+                    field,
+                    format!("the gateway must be the operator's image {gw}"),
+                );
+            }
+        } else if let Some(verified) = &expect.verified_digest
+            && &digest != verified
+        {
+            v.deny("workload.verifiedDigest", field, format!("runs {digest}, but MCPServer {name} verified {verified}; only the verified digest may run"));
+        }
+    }
+    if !has_gateway {
+        v.deny("workload.gateway", format!("{spec_path}.containers"), "MCP servers run behind the Palisade gateway: create an MCPServer instead of a hand-made workload");
+    }
+    Some(v)
+}

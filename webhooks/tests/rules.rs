@@ -1,0 +1,143 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Rule semantics that the example table does not pin down: how several policies combine,
+//! namespace selection, and agreement between rendering and workload admission.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use palisade_api::mcpserver::{EgressPort, EgressRule, MCPServer, PortProtocol};
+use palisade_api::{MCPPolicy, MCPPolicySpec};
+use palisade_webhooks::rules::{policy, server, workload};
+
+fn example(file: &str) -> MCPServer {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn policy_named(name: &str, spec: MCPPolicySpec) -> MCPPolicy {
+    let mut p = MCPPolicy::new(name, spec);
+    p.metadata.name = Some(name.into());
+    p
+}
+
+fn with_egress(cidr: &str, port: u16) -> MCPServer {
+    let mut s = example("everything-http.yaml");
+    s.spec.egress = vec![EgressRule {
+        cidr: Some(cidr.into()),
+        host: None,
+        ports: vec![EgressPort { port, end_port: None, protocol: PortProtocol::Tcp }],
+    }];
+    s
+}
+
+#[test]
+fn unrestricted_egress_needs_every_selecting_policy_to_allow_it() {
+    let s = with_egress("0.0.0.0/0", 443);
+    let mut open = MCPPolicySpec::default();
+    open.egress.allow_unrestricted = true;
+    let open = policy_named("open", open);
+    let strict = policy_named("strict", MCPPolicySpec::default());
+
+    let rule = "baseline.unrestrictedEgress";
+    let field = "spec.egress[0].cidr";
+    assert!(server::review(&s, &[]).has(rule, field), "no policy: refused");
+    assert!(!server::review(&s, &[&open]).has(rule, field), "allowed by the only policy");
+    assert!(server::review(&s, &[&open, &strict]).has(rule, field), "a stricter policy wins");
+    // Metadata stays excluded whatever the policy says.
+    let imds = with_egress("169.254.169.254/32", 80);
+    assert!(server::review(&imds, &[&open]).has("baseline.metadataEgress", field));
+}
+
+#[test]
+fn risky_ports_and_ranges_need_an_allowance() {
+    let mut smtp_ok = MCPPolicySpec::default();
+    smtp_ok.egress.allowed_risky_ports = vec![587];
+    let smtp_ok = policy_named("smtp", smtp_ok);
+    let field = "spec.egress[0].ports[0]";
+    assert!(
+        server::review(&with_egress("203.0.113.0/24", 587), &[]).has("baseline.riskyPort", field)
+    );
+    assert!(
+        !server::review(&with_egress("203.0.113.0/24", 587), &[&smtp_ok])
+            .has("baseline.riskyPort", field)
+    );
+    assert!(
+        server::review(&with_egress("203.0.113.0/24", 25), &[&smtp_ok])
+            .has("baseline.riskyPort", field)
+    );
+    let mut range = with_egress("203.0.113.0/24", 1);
+    range.spec.egress[0].ports[0].end_port = Some(1024);
+    let v = server::review(&range, &[&smtp_ok]);
+    assert!(v.has("baseline.riskyPort", field), "a range that spans SMTP is refused");
+}
+
+#[test]
+fn policies_select_namespaces_by_label() {
+    let spec = MCPPolicySpec {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("team".to_string(), "platform".to_string())])),
+            match_expressions: None,
+        }),
+        ..MCPPolicySpec::default()
+    };
+    let p = policy_named("p", spec);
+    let labels = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+    assert!(policy::selects(&p, Some(&labels("team", "platform"))));
+    assert!(!policy::selects(&p, Some(&labels("team", "data"))));
+    assert!(policy::selects(&p, None), "offline, every policy applies");
+    let all = policy_named("all", MCPPolicySpec::default());
+    assert!(policy::selects(&all, Some(&labels("x", "y"))));
+}
+
+#[test]
+fn keyless_identities_must_be_trusted_when_the_policy_says_so() {
+    let s = example("everything-http.yaml");
+    let mut spec = MCPPolicySpec::default();
+    spec.signature.only_trusted = true;
+    spec.signature.trusted_identities = vec![palisade_api::mcpserver::KeylessIdentity {
+        issuer: "https://token.actions.githubusercontent.com".into(),
+        subject: None,
+        subject_reg_exp: Some("https://github.com/modelcontextprotocol/servers/.*".into()),
+    }];
+    let p = policy_named("sig", spec.clone());
+    assert!(server::review(&s, &[&p]).allowed(), "{}", server::review(&s, &[&p]).message());
+    spec.signature.trusted_identities[0].issuer = "https://accounts.google.com".into();
+    let p = policy_named("sig", spec);
+    assert!(server::review(&s, &[&p]).has("policy.signature", "spec.signature.keyless[0]"));
+}
+
+/// What the operator renders is what admission accepts: a rendered Deployment passes the
+/// workload review with the digest it runs, and fails it with any other digest.
+#[test]
+fn rendered_workloads_pass_workload_admission() {
+    for file in ["filesystem-stdio.yaml", "everything-http.yaml", "weather-sse.yaml"] {
+        let mut s = example(file);
+        s.metadata.uid = Some("uid".into());
+        let opts = palisade_render::RenderOptions::default();
+        let r = palisade_render::render(&s, &opts).unwrap();
+        let mut value = serde_json::to_value(&r.deployment).unwrap();
+        let digest = r.image.split('@').nth(1).unwrap().to_string();
+        let expect = workload::Expectations {
+            verified_digest: Some(digest),
+            gateway_image: Some(opts.gateway_image.clone()),
+        };
+        let v = workload::review_workload(&value, "Deployment", &expect).expect("labelled");
+        assert!(v.allowed(), "{file}: {}", v.message());
+
+        let other = workload::Expectations {
+            verified_digest: Some(format!("sha256:{}", "f".repeat(64))),
+            ..expect.clone()
+        };
+        let v = workload::review_workload(&value, "Deployment", &other).unwrap();
+        assert!(v.violations.iter().any(|x| x.rule == "workload.verifiedDigest"), "{file}");
+
+        // Removing the label makes it none of Palisade's business.
+        value["metadata"]["labels"].as_object_mut().unwrap().remove(palisade_api::MCP_SERVER_LABEL);
+        value["spec"]["template"]["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove(palisade_api::MCP_SERVER_LABEL);
+        assert!(workload::review_workload(&value, "Deployment", &expect).is_none());
+    }
+}
