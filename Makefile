@@ -1,17 +1,26 @@
 # Two entry points on a fresh machine: `make demo` and `make test` (see README.md).
 SHELL := /bin/bash
 CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build test unit lint fmt crds demo clean
+.PHONY: all build tools test lint unit e2e crds docs fmt demo clean
 
 all: build
 
 build:
 	$(CARGO) build --workspace
 
+## Build (once, cached under ~/.cache/palisade) the upstream tools the tests run for real.
+tools:
+	e2e/tools build all
+
 ## Regenerate the committed CRDs from the Rust types (crds/ and the chart).
 crds:
 	$(CARGO) run -q --bin palisade -- crds --write crds --write charts/palisade/crds
+
+## Regenerate the field reference in docs/api.md from the CRD schemas.
+docs:
+	$(CARGO) run -q --bin palisade -- crds --update-docs docs/api.md
 
 fmt:
 	$(CARGO) fmt --all
@@ -21,14 +30,18 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude palisade-e2e
+
+## End-to-end tests on a local control plane that is started for the run and stopped after it.
+e2e: tools
+	e2e/run-tests
 
 ## Everything CI runs.
-test: lint unit
+test: tools lint unit e2e
 
-demo: build
-	./target/debug/palisade check --policy examples/policy.yaml examples/*.yaml
-	./target/debug/palisade render examples/filesystem-stdio.yaml
+## The main job: Palisade on a local control plane (or on $KUBECONFIG's cluster when set).
+demo: tools build
+	e2e/demo
 
 clean:
 	$(CARGO) clean

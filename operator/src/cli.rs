@@ -64,6 +64,18 @@ pub fn crds(dirs: &[PathBuf]) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `palisade crds --update-docs FILE`: replace the generated field reference in FILE.
+pub fn update_docs(path: &Path) -> Result<ExitCode, CliError> {
+    let (name, text) = read(path)?;
+    let updated = palisade_api::reference::splice(&text).ok_or_else(|| {
+        CliError::Input(format!("{name}: no {} marker", palisade_api::reference::BEGIN))
+    })?;
+    std::fs::write(path, updated)
+        .map_err(|source| CliError::Write { path: name.clone(), source })?;
+    eprintln!("updated {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub struct RenderArgs {
     pub files: Vec<PathBuf>,
     pub gateway_image: String,

@@ -28,6 +28,9 @@ enum Command {
         /// Write one file per CRD into DIR (repeatable) instead of printing.
         #[arg(long = "write", value_name = "DIR")]
         write: Vec<PathBuf>,
+        /// Regenerate the field reference block of a Markdown file (docs/api.md).
+        #[arg(long = "update-docs", value_name = "FILE")]
+        update_docs: Option<PathBuf>,
     },
     /// Print the objects the operator would create for the MCPServers in FILEs (offline).
     Render {
@@ -61,7 +64,10 @@ enum Command {
 fn main() -> ExitCode {
     let args = Cli::parse();
     let result = match args.command {
-        Command::Crds { write } => cli::crds(&write),
+        Command::Crds { write, update_docs } => match update_docs {
+            Some(doc) => cli::update_docs(&doc),
+            None => cli::crds(&write),
+        },
         Command::Render { files, gateway_image, digest, operator_namespace, fqdn_policy } => {
             cli::render(cli::RenderArgs {
                 files,
