@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build tools test lint unit e2e crds docs fmt demo clean
+.PHONY: all build tools test lint unit e2e crds docs manifests fmt demo clean
 
 all: build
 
@@ -21,6 +21,10 @@ crds:
 ## Regenerate the field reference in docs/api.md from the CRD schemas.
 docs:
 	$(CARGO) run -q --bin palisade -- crds --update-docs docs/api.md
+
+## Render the install manifests from the chart (CRDs included).
+manifests: tools
+	$$(e2e/tools path helm) template palisade charts/palisade --namespace palisade-system --include-crds --kube-version 1.33.0 > manifests/install.yaml
 
 fmt:
 	$(CARGO) fmt --all

@@ -172,3 +172,259 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Path of a binary built by e2e/tools (kubectl, crane, registry, helm, cosign).
+pub fn tool(name: &str) -> Result<PathBuf, HarnessError> {
+    let tools = repo_root().join("e2e/tools");
+    let out = std::process::Command::new(&tools)
+        .args(["path", name])
+        .output()
+        .map_err(|e| HarnessError::Spawn(tools.display().to_string(), e))?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The `palisade` binary under test (built by e2e/run-tests; `PALISADE_BIN` overrides).
+pub fn palisade_bin() -> PathBuf {
+    std::env::var("PALISADE_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target"));
+        target.join("debug/palisade")
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// An operator process (`palisade operator`) of a test, killed when dropped.
+pub struct Operator {
+    child: tokio::process::Child,
+    pub metrics_port: u16,
+}
+
+impl Operator {
+    /// Starts an operator that keeps its CA and lease in `namespace` and reconciles only the
+    /// MCPServers labelled `palisade.dev/e2e-shard=<shard>`.
+    pub async fn start(
+        cluster: &Cluster,
+        namespace: &str,
+        shard: &str,
+        extra: &[&str],
+    ) -> Result<Operator, HarnessError> {
+        Self::start_with_kubeconfig(&cluster.kubeconfig, namespace, shard, extra).await
+    }
+
+    /// Like `start`, acting with the credentials of `kubeconfig` (e.g. the chart's ServiceAccount).
+    pub async fn start_with_kubeconfig(
+        kubeconfig: &Path,
+        namespace: &str,
+        shard: &str,
+        extra: &[&str],
+    ) -> Result<Operator, HarnessError> {
+        let metrics_port = free_port();
+        let bin = palisade_bin();
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("palisade-operator-{shard}-{metrics_port}.log")),
+        )
+        .map_err(|e| HarnessError::Io("operator log".into(), e))?;
+        let child = tokio::process::Command::new(&bin)
+            .arg("operator")
+            .args(["--namespace", namespace])
+            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--selector", &format!("palisade.dev/e2e-shard={shard}")])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HarnessError::Spawn(bin.display().to_string(), e))?;
+        let op = Operator { child, metrics_port };
+        eventually(Duration::from_secs(30), "operator /readyz", || async {
+            let body = http_get_local(op.metrics_port, "/readyz").await?;
+            (body == "ok").then_some(())
+        })
+        .await?;
+        Ok(op)
+    }
+
+    /// The sum of a metric family in the operator's /metrics.
+    pub async fn metric(&self, family: &str) -> Option<f64> {
+        let text = http_get_local(self.metrics_port, "/metrics").await?;
+        Some(
+            text.lines()
+                .filter(|l| {
+                    l.starts_with(family)
+                        && (l[family.len()..].starts_with('{')
+                            || l[family.len()..].starts_with(' '))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// A plain-HTTP GET to 127.0.0.1 (the operator's metrics port), without a client library.
+pub async fn http_get_local(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // The operator answers with a fixed length or chunked; small bodies are enough here.
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(tail.get(..n)?);
+            rest = tail.get(n + 2..)?;
+        }
+        return Some(out);
+    }
+    Some(body.to_string())
+}
+
+/// A real OCI registry (CNCF distribution) on loopback, killed when dropped.
+pub struct Registry {
+    _child: tokio::process::Child,
+    pub host: String,
+    _dir: PathBuf,
+}
+
+impl Registry {
+    pub async fn start() -> Result<Registry, HarnessError> {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("palisade-registry-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| HarnessError::Io("registry dir".into(), e))?;
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .map_err(|e| HarnessError::Io("registry config".into(), e))?;
+        let bin = tool("registry")?;
+        let child = tokio::process::Command::new(&bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HarnessError::Spawn(bin.display().to_string(), e))?;
+        let host = format!("127.0.0.1:{port}");
+        eventually(Duration::from_secs(20), "registry /v2/", || async {
+            http_get_local(port, "/v2/").await.map(|_| ())
+        })
+        .await?;
+        Ok(Registry { _child: child, host, _dir: dir })
+    }
+
+    /// Pushes a fresh single-layer image to `repo:tag` with crane and returns its digest.
+    pub async fn push_random_image(&self, repo: &str, tag: &str) -> Result<String, HarnessError> {
+        let crane = tool("crane")?;
+        let work = self._dir.join(format!("layer-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&work).map_err(|e| HarnessError::Io("layer dir".into(), e))?;
+        std::fs::write(work.join("server"), rand::random::<u64>().to_string())
+            .map_err(|e| HarnessError::Io("layer file".into(), e))?;
+        let tar = work.join("layer.tar");
+        let status = tokio::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&work)
+            .arg("server")
+            .status()
+            .await
+            .map_err(|e| HarnessError::Spawn("tar".into(), e))?;
+        if !status.success() {
+            return Err(HarnessError::Yaml("tar".into(), "failed".into()));
+        }
+        let image = format!("{}/{repo}:{tag}", self.host);
+        let out = tokio::process::Command::new(&crane)
+            .args(["append", "--insecure", "-f"])
+            .arg(&tar)
+            .args(["-t", &image])
+            .output()
+            .await
+            .map_err(|e| HarnessError::Spawn(crane.display().to_string(), e))?;
+        if !out.status.success() {
+            return Err(HarnessError::Yaml(
+                "crane append".into(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        let out = tokio::process::Command::new(&crane)
+            .args(["digest", "--insecure", &image])
+            .output()
+            .await
+            .map_err(|e| HarnessError::Spawn(crane.display().to_string(), e))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// Writes a kubeconfig that acts as ServiceAccount `ns/name` (a TokenRequest token), next to
+/// the cluster's admin kubeconfig.
+pub async fn service_account_kubeconfig(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+) -> Result<PathBuf, HarnessError> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let client = cluster.client().await?;
+    let api: Api<ServiceAccount> = Api::namespaced(client, ns);
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let resp: TokenRequest =
+        api.create_subresource("token", name, &PostParams::default(), &req).await?;
+    let token = resp.status.map(|s| s.token).unwrap_or_default();
+    let admin = std::fs::read_to_string(&cluster.kubeconfig)
+        .map_err(|e| HarnessError::Io("kubeconfig".into(), e))?;
+    let mut kc: serde_json::Value = serde_saphyr::from_str(&admin)
+        .map_err(|e| HarnessError::Yaml("kubeconfig".into(), e.to_string()))?;
+    kc["users"] = serde_json::json!([{ "name": "sa", "user": { "token": token } }]);
+    kc["contexts"][0]["context"]["user"] = "sa".into();
+    let path = cluster.kubeconfig.with_file_name(format!("sa-{ns}-{name}.kubeconfig"));
+    std::fs::write(
+        &path,
+        serde_json::to_string(&kc)
+            .map_err(|e| HarnessError::Yaml("kubeconfig".into(), e.to_string()))?,
+    )
+    .map_err(|e| HarnessError::Io("kubeconfig".into(), e))?;
+    Ok(path)
+}

@@ -1,6 +1,8 @@
 //! `palisade`: one binary for the offline tools, the operator and the admission webhook.
 
+mod certs;
 mod cli;
+mod operator;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,44 @@ enum Command {
         #[arg(long, short, value_enum, default_value = "text")]
         output: cli::Output,
     },
+    /// Run the operator: reconcile MCPServers into hardened workloads (uses KUBECONFIG or the
+    /// in-cluster service account).
+    Operator(operator::Args),
+}
+
+/// Structured logs: JSON when PALISADE_LOG_FORMAT=json (in cluster), text otherwise; level
+/// from RUST_LOG (default info).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("PALISADE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run_async<F: std::future::Future<Output = Result<(), E>>, E: std::fmt::Display>(
+    f: F,
+) -> ExitCode {
+    init_tracing();
+    // One crypto provider for the whole process: aws-lc-rs (kube, oci-client, webhook TLS).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,6 +121,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Check { files, policies, output } => cli::check(&files, &policies, output),
+        Command::Operator(args) => return run_async(operator::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,462 @@
+//! The operator on a real control plane: hardened children for every transport, drift
+//! correction, roll-outs, no writes when idle, garbage collection, leader election and tag
+//! resolution through a real registry.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use palisade_api::MCPServer;
+use palisade_e2e::{
+    Cluster, Operator, Registry, TestNamespace, eventually, install_crds, load_yaml,
+};
+use palisade_webhooks::rules::pss;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    client: Client,
+    ns: TestNamespace,
+    operator: Operator,
+    shard: String,
+}
+
+async fn setup(prefix: &str, extra: &[&str]) -> Setup {
+    let cluster = Cluster::shared().await;
+    let client = cluster.client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::create(&client, prefix).await.unwrap();
+    let shard = ns.name.clone();
+    let operator = Operator::start(cluster, &ns.name, &shard, extra).await.unwrap();
+    Setup { client, ns, operator, shard }
+}
+
+/// An example MCPServer placed in the test namespace and shard.
+fn example(file: &str, s: &Setup) -> MCPServer {
+    example_in(file, &s.ns.name, &s.shard)
+}
+
+fn example_in(file: &str, ns: &str, shard: &str) -> MCPServer {
+    let mut m: MCPServer = load_yaml(file).unwrap();
+    m.metadata.namespace = Some(ns.to_string());
+    m.metadata.labels =
+        Some(BTreeMap::from([("palisade.dev/e2e-shard".to_string(), shard.to_string())]));
+    m
+}
+
+async fn wait_ready(api: &Api<MCPServer>, name: &str) -> MCPServer {
+    eventually(WAIT, &format!("{name} Ready"), || async {
+        let s = api.get(name).await.ok()?;
+        let st = s.status.as_ref()?;
+        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (ready && st.observed_generation == s.metadata.generation).then_some(s)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_transport_becomes_a_hardened_running_workload() {
+    let s = setup("e2e-op-transports", &[]).await;
+    let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let files = [
+        "examples/everything-http.yaml",
+        "examples/filesystem-stdio.yaml",
+        "examples/weather-sse.yaml",
+    ];
+    for f in files {
+        api.create(&PostParams::default(), &example(f, &s)).await.unwrap();
+    }
+    let n = &s.ns.name;
+    let c = &s.client;
+    for name in ["everything", "filesystem", "weather"] {
+        let server = wait_ready(&api, name).await;
+        let status = server.status.clone().unwrap();
+        assert_eq!(
+            status.endpoint.as_deref(),
+            Some(format!("https://{name}.{n}.svc.cluster.local:8443/mcp").as_str())
+        );
+        assert!(status.image.unwrap().digest.starts_with("sha256:"));
+        let verified = status.conditions.iter().find(|c| c.type_ == "ImageVerified").unwrap();
+        assert_eq!(
+            verified.status, "Unknown",
+            "ImageVerified must not claim True without verification"
+        );
+        assert!(
+            status.conditions.iter().any(|c| c.type_ == "PolicyCompliant" && c.status == "True")
+        );
+
+        let sa = Api::<ServiceAccount>::namespaced(c.clone(), n).get(name).await.unwrap();
+        assert_eq!(sa.automount_service_account_token, Some(false));
+        let d = Api::<Deployment>::namespaced(c.clone(), n).get(name).await.unwrap();
+        assert_eq!(d.owner_references()[0].uid, server.metadata.uid.clone().unwrap());
+        let pod_spec = d.spec.unwrap().template.spec.unwrap();
+        let verdict = pss::check_pod_spec(&pod_spec, None, "spec.template.spec");
+        assert!(verdict.allowed(), "{name}: live Deployment violates: {}", verdict.message());
+        for np in ["default-deny", "ingress", "egress"] {
+            Api::<NetworkPolicy>::namespaced(c.clone(), n)
+                .get(&format!("{name}-{np}"))
+                .await
+                .unwrap();
+        }
+        let svc = Api::<Service>::namespaced(c.clone(), n).get(name).await.unwrap();
+        let ports = svc.spec.unwrap().ports.unwrap();
+        assert_eq!(ports.iter().map(|p| p.port).collect::<Vec<_>>(), vec![8443]);
+        Api::<ConfigMap>::namespaced(c.clone(), n).get(&format!("{name}-gateway")).await.unwrap();
+        let tls = Api::<Secret>::namespaced(c.clone(), n)
+            .get(&format!("{name}-gateway-tls"))
+            .await
+            .unwrap();
+        assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+
+        let pods = Api::<Pod>::namespaced(c.clone(), n)
+            .list(&ListParams::default().labels(&format!("palisade.dev/mcp-server={name}")))
+            .await
+            .unwrap();
+        assert_eq!(pods.items.len() as i32, server.spec.replicas, "{name}");
+        for p in pods.items {
+            assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+            assert!(p.spec.unwrap().node_name.unwrap().starts_with("kwok-node-"));
+        }
+    }
+    let pdb = Api::<PodDisruptionBudget>::namespaced(c.clone(), n);
+    assert!(pdb.get_opt("everything").await.unwrap().is_some(), "2 replicas get a PDB");
+    assert!(pdb.get_opt("weather").await.unwrap().is_none());
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn hand_edits_and_deletions_are_reverted() {
+    let s = setup("e2e-op-drift", &[]).await;
+    let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
+    api.create(&PostParams::default(), &example("examples/weather-sse.yaml", &s)).await.unwrap();
+    wait_ready(&api, "weather").await;
+    let deploys: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let nps: Api<NetworkPolicy> = Api::namespaced(s.client.clone(), &s.ns.name);
+
+    // As `kubectl edit` would: another field manager weakens the security context.
+    let weaken = json!([
+        {"op": "replace", "path": "/spec/template/spec/containers/0/securityContext/readOnlyRootFilesystem", "value": false},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/securityContext/allowPrivilegeEscalation", "value": true}
+    ]);
+    deploys
+        .patch(
+            "weather",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(weaken).unwrap()),
+        )
+        .await
+        .unwrap();
+    nps.delete("weather-egress", &DeleteParams::default()).await.unwrap();
+
+    eventually(Duration::from_secs(20), "security context restored", || async {
+        let d = deploys.get("weather").await.ok()?;
+        let sc = d.spec?.template.spec?.containers[0].security_context.clone()?;
+        (sc.read_only_root_filesystem == Some(true) && sc.allow_privilege_escalation == Some(false))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(20), "egress policy restored", || async {
+        nps.get_opt("weather-egress").await.ok()?.map(|_| ())
+    })
+    .await
+    .unwrap();
+    s.ns.delete().await.unwrap();
+}
+
+async fn children_versions(c: &Client, ns: &str, name: &str) -> Vec<String> {
+    let mut v = vec![
+        Api::<Deployment>::namespaced(c.clone(), ns)
+            .get(name)
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+        Api::<Service>::namespaced(c.clone(), ns)
+            .get(name)
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+        Api::<ServiceAccount>::namespaced(c.clone(), ns)
+            .get(name)
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+        Api::<ConfigMap>::namespaced(c.clone(), ns)
+            .get(&format!("{name}-gateway"))
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+        Api::<Secret>::namespaced(c.clone(), ns)
+            .get(&format!("{name}-gateway-tls"))
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+        Api::<MCPServer>::namespaced(c.clone(), ns)
+            .get(name)
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+    ];
+    for np in ["default-deny", "ingress", "egress"] {
+        v.push(
+            Api::<NetworkPolicy>::namespaced(c.clone(), ns)
+                .get(&format!("{name}-{np}"))
+                .await
+                .unwrap()
+                .resource_version()
+                .unwrap(),
+        );
+    }
+    v
+}
+
+#[tokio::test]
+async fn spec_changes_roll_out_and_idle_reconciles_write_nothing() {
+    let s = setup("e2e-op-rollout", &[]).await;
+    let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
+    api.create(&PostParams::default(), &example("examples/weather-sse.yaml", &s)).await.unwrap();
+    wait_ready(&api, "weather").await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let deploys: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let hash_of = |d: &Deployment| {
+        d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["palisade.dev/config-hash"].clone()
+    };
+    let config_before =
+        cms.get("weather-gateway").await.unwrap().data.unwrap()["gateway.json"].clone();
+    let hash_before = hash_of(&deploys.get("weather").await.unwrap());
+
+    // A tool-policy change: the config and the pod template hash change, so pods roll.
+    let patch = json!({"spec": {"tools": [
+        {"name": "get_forecast", "effect": "read"},
+        {"name": "get_alerts", "effect": "read"},
+        {"name": "set_alert", "effect": "write"}
+    ]}});
+    api.patch("weather", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let new_hash = eventually(Duration::from_secs(30), "new config hash", || async {
+        let h = hash_of(&deploys.get("weather").await.ok()?);
+        (h != hash_before).then_some(h)
+    })
+    .await
+    .unwrap();
+    let config_after =
+        cms.get("weather-gateway").await.unwrap().data.unwrap()["gateway.json"].clone();
+    assert_ne!(config_after, config_before);
+    assert!(config_after.contains("set_alert"));
+    assert_eq!(new_hash, palisade_render::sha256_hex(config_after.as_bytes()));
+    wait_ready(&api, "weather").await;
+
+    // Let the roll-out settle, then force a reconcile without a spec change.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let versions = children_versions(&s.client, &s.ns.name, "weather").await;
+    let writes = s.operator.metric("palisade_operator_api_writes_total").await.unwrap();
+    let reconciles = s.operator.metric("palisade_operator_reconciles_total").await.unwrap();
+    let nudge = json!({"metadata": {"annotations": {"e2e/nudge": "1"}}});
+    api.patch("weather", &PatchParams::default(), &Patch::Merge(&nudge)).await.unwrap();
+    eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
+        let r = s.operator.metric("palisade_operator_reconciles_total").await?;
+        (r > reconciles).then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes_after = s.operator.metric("palisade_operator_api_writes_total").await.unwrap();
+    assert_eq!(writes_after, writes, "an idle reconcile wrote to the API server");
+    let mut after = children_versions(&s.client, &s.ns.name, "weather").await;
+    // The nudge itself changed the MCPServer's resourceVersion; the children must not change.
+    let server_idx = 5;
+    after[server_idx] = versions[server_idx].clone();
+    assert_eq!(after, versions, "children changed on an idle reconcile");
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_the_server_removes_every_child() {
+    let s = setup("e2e-op-delete", &[]).await;
+    let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
+    api.create(&PostParams::default(), &example("examples/everything-http.yaml", &s))
+        .await
+        .unwrap();
+    wait_ready(&api, "everything").await;
+    api.delete("everything", &DeleteParams::foreground()).await.unwrap();
+    let (c, n) = (s.client.clone(), s.ns.name.clone());
+    eventually(WAIT, "children garbage-collected", || async {
+        let gone = Api::<Deployment>::namespaced(c.clone(), &n)
+            .get_opt("everything")
+            .await
+            .ok()?
+            .is_none()
+            && Api::<Service>::namespaced(c.clone(), &n)
+                .get_opt("everything")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<ServiceAccount>::namespaced(c.clone(), &n)
+                .get_opt("everything")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<ConfigMap>::namespaced(c.clone(), &n)
+                .get_opt("everything-gateway")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<Secret>::namespaced(c.clone(), &n)
+                .get_opt("everything-gateway-tls")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<PodDisruptionBudget>::namespaced(c.clone(), &n)
+                .get_opt("everything")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<NetworkPolicy>::namespaced(c.clone(), &n)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+            && Api::<Pod>::namespaced(c.clone(), &n)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+            && api.get_opt("everything").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await
+    .unwrap();
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn exactly_one_leader_reconciles_and_a_standby_takes_over() {
+    let cluster = Cluster::shared().await;
+    let client = cluster.client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::create(&client, "e2e-op-lease").await.unwrap();
+    let shard = ns.name.clone();
+    let a = Operator::start(cluster, &ns.name, &shard, &["--identity", "replica-a"]).await.unwrap();
+    let b = Operator::start(cluster, &ns.name, &shard, &["--identity", "replica-b"]).await.unwrap();
+    let leaders = || async {
+        let la = a.metric("palisade_operator_leader").await.unwrap_or(0.0);
+        let lb = b.metric("palisade_operator_leader").await.unwrap_or(0.0);
+        (la, lb)
+    };
+    eventually(Duration::from_secs(30), "a leader", || async {
+        let (la, lb) = leaders().await;
+        (la + lb == 1.0).then_some(())
+    })
+    .await
+    .unwrap();
+    let (la, _) = leaders().await;
+    let (mut leader, standby) = if la == 1.0 { (a, b) } else { (b, a) };
+
+    let api: Api<MCPServer> = Api::namespaced(client.clone(), &ns.name);
+    api.create(&PostParams::default(), &example_in("examples/weather-sse.yaml", &ns.name, &shard))
+        .await
+        .unwrap();
+    wait_ready(&api, "weather").await;
+    assert!(leader.metric("palisade_operator_reconciles_total").await.unwrap() > 0.0);
+    assert_eq!(
+        standby.metric("palisade_operator_reconciles_total").await.unwrap_or(0.0),
+        0.0,
+        "the standby reconciled"
+    );
+    assert_eq!(
+        standby.metric("palisade_operator_api_writes_total").await.unwrap_or(0.0),
+        0.0,
+        "the standby wrote"
+    );
+
+    // Kill the leader without a chance to release the lease: the standby takes over when the
+    // lease expires (15 s) and reconciles new work.
+    leader.kill().await;
+    eventually(Duration::from_secs(40), "standby becomes leader", || async {
+        (standby.metric("palisade_operator_leader").await? == 1.0).then_some(())
+    })
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &example_in("examples/filesystem-stdio.yaml", &ns.name, &shard),
+    )
+    .await
+    .unwrap();
+    wait_ready(&api, "filesystem").await;
+    assert!(standby.metric("palisade_operator_reconciles_total").await.unwrap() > 0.0);
+    ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn tags_are_resolved_once_through_a_real_registry() {
+    let registry = Registry::start().await.unwrap();
+    let digest = registry.push_random_image("mcp/tagged", "1.0.0").await.unwrap();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let s = setup("e2e-op-registry", &["--insecure-registry", &registry.host]).await;
+    let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let mut server = example("examples/weather-sse.yaml", &s);
+    server.spec.image = format!("{}/mcp/tagged:1.0.0", registry.host);
+    api.create(&PostParams::default(), &server).await.unwrap();
+    let ready = wait_ready(&api, "weather").await;
+    assert_eq!(ready.status.unwrap().image.unwrap().digest, digest);
+    let d =
+        Api::<Deployment>::namespaced(s.client.clone(), &s.ns.name).get("weather").await.unwrap();
+    let image = d.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
+    assert_eq!(image, format!("{}/mcp/tagged:1.0.0@{digest}", registry.host));
+
+    // The tag moves; the running server stays on the digest it was admitted with until the
+    // spec names another image.
+    let moved = registry.push_random_image("mcp/tagged", "1.0.0").await.unwrap();
+    assert_ne!(moved, digest);
+    let nudge = json!({"spec": {"replicas": 2}});
+    api.patch("weather", &PatchParams::default(), &Patch::Merge(&nudge)).await.unwrap();
+    let again = wait_ready(&api, "weather").await;
+    assert_eq!(again.status.unwrap().image.unwrap().digest, digest);
+
+    // A tag that does not exist is a permanent error with a clear condition, not a hot loop.
+    let missing = json!({"spec": {"image": format!("{}/mcp/tagged:9.9.9", registry.host)}});
+    api.patch("weather", &PatchParams::default(), &Patch::Merge(&missing)).await.unwrap();
+    let cond = eventually(Duration::from_secs(30), "ImageResolutionFailed", || async {
+        let s = api.get("weather").await.ok()?;
+        let c = s
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "ImageResolutionFailed")?;
+        Some(c)
+    })
+    .await
+    .unwrap();
+    assert!(cond.message.contains("9.9.9"), "{}", cond.message);
+    let errors_before =
+        s.operator.metric("palisade_operator_reconcile_errors_total").await.unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reconciles = s.operator.metric("palisade_operator_reconciles_total").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.operator.metric("palisade_operator_reconciles_total").await.unwrap(),
+        reconciles,
+        "hot loop on a permanent error"
+    );
+    assert_eq!(
+        s.operator.metric("palisade_operator_reconcile_errors_total").await.unwrap_or(0.0),
+        errors_before
+    );
+    s.ns.delete().await.unwrap();
+}

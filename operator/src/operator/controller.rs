@@ -1,0 +1,576 @@
+//! The MCPServer reconciler: policy check, image pinning, TLS, rendering, server-side apply,
+//! status and events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, ObjectReference, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use palisade_api::mcpserver::{ImageStatus, MCPServerStatus};
+use palisade_api::{MCPPolicy, MCPServer};
+use palisade_core::image::ImageRef;
+use palisade_render::{RenderOptions, names};
+use palisade_webhooks::rules::{policy as policy_rules, server as server_rules};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::apply::{self, Applied, FIELD_MANAGER, Live};
+use super::metrics::{Metrics, ResultLabel};
+use super::registry::{ResolveError, Resolver, Verification, Verifier};
+use super::status::{self, Blocker, Observed};
+use crate::certs::{self, Authority};
+
+/// Leaf certificates are issued for 90 days and renewed when fewer than 30 remain.
+const CERT_DAYS: i64 = 90;
+const CERT_RENEW_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Periodic re-check of a healthy server (drift between watch events, cert renewal).
+const RESYNC: Duration = Duration::from_secs(600);
+/// Re-check of a server blocked by its spec; watches on policies and the spec wake it earlier.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("registry: {0}")]
+    Registry(String),
+    #[error("certificates: {0}")]
+    Certs(#[from] certs::CertError),
+    #[error("serialization: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("object has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Registry(_) => "registry",
+            Error::Certs(_) => "certs",
+            Error::Json(_) => "json",
+            Error::NoNamespace => "metadata",
+        }
+    }
+}
+
+/// Watch caches of the owned kinds (only objects labelled managed-by=palisade): deciding that
+/// a child is up to date costs no API request.
+pub struct Caches {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub config_maps: Store<ConfigMap>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub pdbs: Store<PodDisruptionBudget>,
+}
+
+fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Live
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::Serialize + 'static,
+{
+    Live::Cached(
+        store
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|o| serde_json::to_value(o.as_ref()).ok()),
+    )
+}
+
+impl Caches {
+    fn live(&self, kind: &str, ns: &str, name: &str) -> Live {
+        match kind {
+            "Deployment" => cached(&self.deployments, ns, name),
+            "Service" => cached(&self.services, ns, name),
+            "ServiceAccount" => cached(&self.service_accounts, ns, name),
+            "ConfigMap" => cached(&self.config_maps, ns, name),
+            "NetworkPolicy" => cached(&self.network_policies, ns, name),
+            "PodDisruptionBudget" => cached(&self.pdbs, ns, name),
+            _ => Live::Fetch,
+        }
+    }
+}
+
+pub struct Context {
+    pub caches: Caches,
+    pub client: Client,
+    pub render: RenderOptions,
+    pub resolver: Resolver,
+    pub verifier: Box<dyn Verifier>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub ca: Authority,
+    pub policies: Store<MCPPolicy>,
+    pub namespaces: Store<Namespace>,
+    pub retries: Mutex<HashMap<String, u32>>,
+}
+
+fn object_reference(obj: &DynamicObject) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(palisade_api::API_VERSION.to_string()),
+        kind: Some("MCPServer".to_string()),
+        name: obj.metadata.name.clone(),
+        namespace: obj.metadata.namespace.clone(),
+        uid: obj.metadata.uid.clone(),
+        resource_version: obj.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+async fn event(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &object_reference(obj)).await {
+        warn!(error = %e, "cannot publish event");
+    }
+}
+
+fn servers_api(client: &Client, ns: &str) -> Api<MCPServer> {
+    Api::namespaced(client.clone(), ns)
+}
+
+async fn patch_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &MCPServerStatus,
+) -> Result<(), Error> {
+    let patch = json!({ "status": status });
+    servers_api(&ctx.client, ns)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.metrics.count_write("MCPServer/status", "patch");
+    Ok(())
+}
+
+/// The digest the pods should run, or why there is none.
+async fn pin_image(ctx: &Context, server: &MCPServer) -> Result<Result<String, Blocker>, Error> {
+    let parsed = match ImageRef::parse(&server.spec.image) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(Blocker::ImageResolution(format!("spec.image: {e}")))),
+    };
+    if let Some(d) = parsed.digest {
+        return Ok(Ok(d));
+    }
+    // A tag is resolved once per spec change: reuse the digest recorded for this reference.
+    if let Some(img) = server.status.as_ref().and_then(|s| s.image.as_ref())
+        && img.reference == server.spec.image
+        && !img.digest.is_empty()
+    {
+        return Ok(Ok(img.digest.clone()));
+    }
+    match ctx.resolver.resolve(&server.spec.image).await {
+        Ok(d) => Ok(Ok(d)),
+        Err(ResolveError::Permanent(m)) => Ok(Err(Blocker::ImageResolution(m))),
+        Err(ResolveError::Transient(m)) => Err(Error::Registry(m)),
+    }
+}
+
+/// Makes sure the gateway's serving certificate exists, is signed by the current CA, covers
+/// the Service names and is not about to expire.
+async fn ensure_tls_secret(
+    ctx: &Context,
+    server: &MCPServer,
+    ns: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let secret_name = names::tls_secret(name);
+    let domain = &ctx.render.cluster_domain;
+    let dns = vec![
+        format!("{name}.{ns}.svc"),
+        format!("{name}.{ns}.svc.{domain}"),
+        format!("{name}.{ns}"),
+        name.to_string(),
+    ];
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    if let Some(existing) = api.get_opt(&secret_name).await? {
+        let data = existing.data.unwrap_or_default();
+        let text = |k: &str| {
+            data.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned()).unwrap_or_default()
+        };
+        if text("ca.crt") == ctx.ca.cert_pem
+            && !certs::needs_rotation(&text("tls.crt"), &dns, CERT_RENEW_MARGIN)
+        {
+            return Ok(());
+        }
+    }
+    let leaf = ctx.ca.issue_server(&dns, CERT_DAYS)?;
+    let mut secret = Secret {
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                ("tls.crt", leaf.cert_pem),
+                ("tls.key", leaf.key_pem),
+                ("ca.crt", ctx.ca.cert_pem.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+            .collect(),
+        ),
+        ..Secret::default()
+    };
+    secret.metadata.name = Some(secret_name.clone());
+    secret.metadata.namespace = Some(ns.to_string());
+    secret.metadata.labels = Some(palisade_render::standard_labels(name));
+    secret.metadata.owner_references = server.controller_owner_ref(&()).map(|o| vec![o]);
+    let mut value = serde_json::to_value(&secret)?;
+    value["apiVersion"] = json!("v1");
+    value["kind"] = json!("Secret");
+    api.patch(&secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+        .await?;
+    ctx.metrics.count_write("Secret", "apply");
+    info!(secret = %secret_name, "issued gateway serving certificate");
+    Ok(())
+}
+
+/// Deletes an optional child (PDB, FQDN policy) that the spec no longer asks for.
+async fn prune<K>(
+    ctx: &Context,
+    api: Api<K>,
+    name: &str,
+    owner_uid: &str,
+    kind: &str,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(obj) = api.get_opt(name).await? {
+        let owned = obj.owner_references().iter().any(|o| o.uid == owner_uid);
+        if owned {
+            api.delete(name, &DeleteParams::background()).await?;
+            ctx.metrics.count_write(kind, "delete");
+        }
+    }
+    Ok(())
+}
+
+async fn apply_children(
+    ctx: &Context,
+    server: &MCPServer,
+    ns: &str,
+    name: &str,
+    digest: &str,
+) -> Result<Result<(String, String), Blocker>, Error> {
+    let opts = RenderOptions { resolved_digest: Some(digest.to_string()), ..ctx.render.clone() };
+    let rendered = match palisade_render::render(server, &opts) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(Blocker::Render(e.to_string()))),
+    };
+    for obj in rendered.objects()? {
+        let kind = obj.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string();
+        let child =
+            obj.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let live = ctx.caches.live(&kind, ns, &child);
+        match apply::ensure(&ctx.client, ns, obj, live).await {
+            Ok(Applied::Unchanged) => {}
+            Ok(Applied::Created) => ctx.metrics.count_write(&kind, "create"),
+            Ok(Applied::Updated) => ctx.metrics.count_write(&kind, "apply"),
+            // CiliumNetworkPolicy is optional: a cluster without Cilium does not serve it.
+            Err(kube::Error::Api(e)) if e.code == 404 && kind == "CiliumNetworkPolicy" => {
+                warn!(
+                    "CiliumNetworkPolicy is not served by this cluster; DNS-name egress is recorded only"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let uid = server.metadata.uid.clone().unwrap_or_default();
+    let pdb_cached = ctx.caches.pdbs.get(&ObjectRef::new(name).within(ns)).is_some();
+    if rendered.pod_disruption_budget.is_none() && pdb_cached {
+        prune(
+            ctx,
+            Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), ns),
+            name,
+            &uid,
+            "PodDisruptionBudget",
+        )
+        .await?;
+    }
+    Ok(Ok((rendered.image, rendered.config_hash)))
+}
+
+/// A stored object that the types cannot read (e.g. written under another CRD version): report
+/// it on the object and wait for it to change; never crash, never hot-loop.
+async fn report_invalid(
+    ctx: &Context,
+    obj: &DynamicObject,
+    ns: &str,
+    name: &str,
+    err: &serde_json::Error,
+) -> Result<Action, Error> {
+    let message = format!("the stored object cannot be read: {err}");
+    let cond = json!([{
+        "type": "Ready", "status": "False", "reason": "InvalidSpec", "message": message,
+        "observedGeneration": obj.metadata.generation, "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+    }]);
+    let current = obj.data.pointer("/status/conditions/0/message").and_then(|m| m.as_str());
+    if current != Some(message.as_str()) {
+        let patch = json!({ "status": { "conditions": cond, "observedGeneration": obj.metadata.generation } });
+        servers_api(&ctx.client, ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        ctx.metrics.count_write("MCPServer/status", "patch");
+        event(ctx, obj, EventType::Warning, "InvalidSpec", message).await;
+    }
+    Ok(Action::await_change())
+}
+
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let name = obj.name_any();
+    let span = tracing::info_span!("reconcile", object = %format!("{ns}/{name}"));
+    let _guard = span.enter();
+    let result = reconcile_inner(&obj, &ctx, &ns, &name).await;
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&ResultLabel { result: label.into() }).inc();
+    if result.is_ok()
+        && let Ok(mut r) = ctx.retries.lock()
+    {
+        r.remove(&format!("{ns}/{name}"));
+    }
+    result
+}
+
+async fn reconcile_inner(
+    obj: &DynamicObject,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Action, Error> {
+    let server: MCPServer = match serde_json::from_value(serde_json::to_value(obj)?) {
+        Ok(s) => s,
+        Err(e) => return report_invalid(ctx, obj, ns, name, &e).await,
+    };
+    if server.metadata.deletion_timestamp.is_some() {
+        // Children carry owner references; the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let generation = server.metadata.generation.unwrap_or(0);
+    let prev = server.status.clone().unwrap_or_default();
+
+    // Policy: the baseline plus every MCPPolicy selecting the namespace, from the caches.
+    let ns_labels = ctx
+        .namespaces
+        .get(&ObjectRef::new(ns))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    let policies: Vec<Arc<MCPPolicy>> = ctx
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| policy_rules::selects(p, Some(&ns_labels)))
+        .collect();
+    let refs: Vec<&MCPPolicy> = policies.iter().map(|p| p.as_ref()).collect();
+    let verdict = server_rules::review(&server, &refs);
+    let policy_violation = (!verdict.allowed()).then(|| verdict.message());
+    let mut blocker = policy_violation.clone().map(Blocker::PolicyViolation);
+
+    let mut image_status = prev.image.clone();
+    let mut verification = None;
+    let mut config_hash = prev.config_hash.clone();
+    if blocker.is_none() {
+        match pin_image(ctx, &server).await? {
+            Err(b) => blocker = Some(b),
+            Ok(digest) => {
+                let pinned = ImageRef::parse(&server.spec.image)
+                    .map(|r| r.with_digest(&digest).to_string())
+                    .unwrap_or_default();
+                let v = ctx.verifier.verify(&server, &pinned);
+                let verified_by = match &v {
+                    Verification::Verified { by } => Some(by.clone()),
+                    _ => None,
+                };
+                image_status = Some(ImageStatus {
+                    reference: server.spec.image.clone(),
+                    digest: digest.clone(),
+                    verified_by,
+                });
+                let failed = matches!(v, Verification::Failed { .. });
+                verification = Some(v);
+                if failed {
+                    blocker =
+                        Some(Blocker::ImageResolution("the image signature did not verify".into()));
+                } else {
+                    if server.spec.gateway.tls_secret_name.is_none() {
+                        ensure_tls_secret(ctx, &server, ns, name).await?;
+                    }
+                    match apply_children(ctx, &server, ns, name, &digest).await? {
+                        Ok((_, hash)) => config_hash = Some(hash),
+                        Err(b) => blocker = Some(b),
+                    }
+                }
+            }
+        }
+    }
+
+    let deployment =
+        ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| d.as_ref().clone());
+    let observed = Observed {
+        generation,
+        desired_replicas: server.spec.replicas,
+        policy_violation: policy_violation.clone(),
+        blocker: blocker.clone(),
+        verification: verification.as_ref(),
+        deployment: deployment.as_ref(),
+    };
+    let conditions = status::conditions(&prev.conditions, &observed);
+    let new_status = MCPServerStatus {
+        observed_generation: Some(generation),
+        conditions,
+        image: image_status,
+        endpoint: Some(palisade_render::endpoint(name, ns, &ctx.render.cluster_domain)),
+        server: prev.server.clone(),
+        config_hash,
+    };
+    if new_status != prev {
+        patch_status(ctx, ns, name, &new_status).await?;
+        announce_transitions(ctx, obj, &prev, &new_status).await;
+    }
+
+    // Deployment status changes and policy changes arrive through watches; these requeues
+    // only bound how long drift outside watched fields (and certificate expiry) can last.
+    Ok(Action::requeue(if blocker.is_some() { BLOCKED_RECHECK } else { RESYNC }))
+}
+
+fn condition<'a>(
+    s: &'a MCPServerStatus,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.conditions.iter().find(|c| c.type_ == t)
+}
+
+/// Events for the transitions a person wants to know about.
+async fn announce_transitions(
+    ctx: &Context,
+    obj: &DynamicObject,
+    prev: &MCPServerStatus,
+    new: &MCPServerStatus,
+) {
+    for t in ["Ready", "PolicyCompliant", "ImageVerified"] {
+        let (old, cur) = (condition(prev, t), condition(new, t));
+        let Some(cur) = cur else { continue };
+        if old.map(|o| (&o.status, &o.reason)) == Some((&cur.status, &cur.reason)) {
+            continue;
+        }
+        let problem = cur.status == "False"
+            && !matches!(cur.reason.as_str(), "Progressing" | "WaitingForGateway" | "ScaledToZero");
+        let type_ = if problem { EventType::Warning } else { EventType::Normal };
+        event(ctx, obj, type_, &cur.reason, format!("{t}={}: {}", cur.status, cur.message)).await;
+    }
+    let (old_digest, new_digest) =
+        (prev.image.as_ref().map(|i| &i.digest), new.image.as_ref().map(|i| &i.digest));
+    if new_digest.is_some()
+        && old_digest != new_digest
+        && let Some(img) = &new.image
+    {
+        event(
+            ctx,
+            obj,
+            EventType::Normal,
+            "ImagePinned",
+            format!("{} pinned to {}", img.reference, img.digest),
+        )
+        .await;
+    }
+}
+
+/// Exponential backoff with jitter for transient errors, per object.
+pub fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    ctx.metrics.errors.get_or_create(&ResultLabel { result: err.kind().into() }).inc();
+    let attempt = match ctx.retries.lock() {
+        Ok(mut r) => {
+            let n = r.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff(attempt, rand::random::<f64>());
+    warn!(object = %key, attempt, delay_ms = delay.as_millis() as u64, error = %err, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// 500 ms doubling per attempt up to 5 minutes, with ±20% jitter so that retries of many
+/// objects do not synchronise.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = 0.5 * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
+    let capped = base.min(300.0);
+    Duration::from_secs_f64(capped * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
+}
+
+/// Loads the CA from its Secret in the operator namespace, creating it on first start.
+pub async fn load_or_create_ca(
+    client: &Client,
+    namespace: &str,
+    secret_name: &str,
+) -> Result<Authority, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for _ in 0..3 {
+        if let Some(s) = api.get_opt(secret_name).await? {
+            let data = s.data.unwrap_or_default();
+            let get = |k: &str| {
+                data.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned()).unwrap_or_default()
+            };
+            return Ok(Authority::from_pem(&get("tls.crt"), &get("tls.key"))?);
+        }
+        let ca = Authority::generate("palisade-ca", 3650)?;
+        let mut secret = Secret {
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(
+                [("tls.crt", ca.cert_pem.clone()), ("tls.key", ca.key_pem.clone())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        secret.metadata.name = Some(secret_name.to_string());
+        secret.metadata.labels =
+            Some([("app.kubernetes.io/part-of".to_string(), "palisade".to_string())].into());
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(ca),
+            // Another replica created it first: read theirs.
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Kube(kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(format!(
+        "{namespace}/{secret_name}"
+    )))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_bounded_jitter() {
+        let d: Vec<f64> = (1..=12).map(|n| backoff(n, 0.5).as_secs_f64()).collect();
+        assert!((d[0] - 0.5).abs() < 1e-9);
+        assert!((d[1] - 1.0).abs() < 1e-9);
+        assert!((d[4] - 8.0).abs() < 1e-9);
+        assert!((d[11] - 300.0).abs() < 1e-9, "capped at 5 minutes");
+        assert!(backoff(3, 0.0) < backoff(3, 1.0));
+        assert!(backoff(3, 0.0).as_secs_f64() >= 0.8 * 2.0 - 1e-9);
+        assert!(backoff(3, 1.0).as_secs_f64() <= 1.2 * 2.0 + 1e-9);
+        assert_eq!(backoff(u32::MAX, 0.5), Duration::from_secs(300));
+    }
+}
