@@ -258,7 +258,7 @@ pub struct UrlRule {
     pub hosts: Vec<String>,
     /// Allowed ports; empty: the scheme's default port only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(range(min = 1, max = 65535)))]
     pub ports: Vec<u16>,
 }
 
@@ -304,8 +304,10 @@ pub struct ArgumentRule {
     #[schemars(length(max = 256))]
     pub one_of: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 67108864))]
     pub min_length: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 67108864))]
     pub max_length: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum: Option<f64>,
@@ -346,7 +348,7 @@ pub struct ToolPolicy {
     pub deny_unlisted_arguments: bool,
     /// Calls per minute per principal for this tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000))]
     pub rate_per_minute: Option<u32>,
 }
 
@@ -473,20 +475,20 @@ pub struct Limits {
     pub max_in_flight: u32,
     /// Requests per minute per principal.
     #[serde(default = "d_requests_per_minute")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000))]
     pub requests_per_minute: u32,
     #[serde(default = "d_tool_calls_session")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_tool_calls_per_session: u32,
     /// Calls of `write`/`destructive` tools per session.
     #[serde(default = "d_mutations_session")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1000000))]
     pub max_mutations_per_session: u32,
     #[serde(default = "d_tool_calls_principal_hour")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100000000))]
     pub max_tool_calls_per_principal_per_hour: u32,
     #[serde(default = "d_mutations_principal_hour")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 100000000))]
     pub max_mutations_per_principal_per_hour: u32,
     /// Longest chain of tool calls linked through `_meta` (a call made while handling another).
     #[serde(default = "d_chain_depth")]
@@ -497,7 +499,7 @@ pub struct Limits {
     #[schemars(range(min = 1024, max = 67108864))]
     pub max_result_bytes: u32,
     #[serde(default = "d_result_lines")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100000000))]
     pub max_result_lines: u32,
 }
 
@@ -538,11 +540,11 @@ defaults! {
 pub struct Sandbox {
     /// RLIMIT_CPU: CPU seconds before the server is killed.
     #[serde(default = "d_cpu_seconds")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 31536000))]
     pub cpu_seconds: u64,
     /// RLIMIT_AS: address-space bytes (Node and the JVM reserve a lot; keep it generous).
     #[serde(default = "d_address_space")]
-    #[schemars(range(min = 16777216))]
+    #[schemars(range(min = 16777216, max = 1099511627776i64))]
     pub address_space_bytes: u64,
     /// RLIMIT_NOFILE.
     #[serde(default = "d_open_files")]

@@ -83,6 +83,55 @@ mod tests {
         assert!(spliced == doc, "docs/api.md field reference is out of date; run `make docs`");
     }
 
+    /// The API server does not enforce `format: uint32`; without a `maximum` it would store a
+    /// value the Rust types cannot read, and the object would be unreadable to the operator.
+    #[test]
+    fn integers_are_bounded_by_their_rust_types() {
+        fn walk(path: &str, v: &serde_json::Value, bad: &mut Vec<String>) {
+            if let Some(map) = v.as_object() {
+                let limit = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint8") => Some(u8::MAX as f64),
+                    Some("uint16") => Some(u16::MAX as f64),
+                    Some("uint32") => Some(u32::MAX as f64),
+                    Some("int32") => Some(i32::MAX as f64),
+                    _ => None,
+                };
+                if let Some(limit) = limit {
+                    let max = map.get("maximum").and_then(|m| m.as_f64());
+                    if !max.is_some_and(|m| m <= limit) {
+                        bad.push(path.to_string());
+                    }
+                    if map.get("minimum").and_then(|m| m.as_f64()).is_none()
+                        && map
+                            .get("format")
+                            .and_then(|f| f.as_str())
+                            .is_some_and(|f| f.starts_with('u'))
+                    {
+                        bad.push(format!("{path} (no minimum)"));
+                    }
+                }
+                for (k, child) in map {
+                    walk(&format!("{path}.{k}"), child, bad);
+                }
+            } else if let Some(items) = v.as_array() {
+                for (i, child) in items.iter().enumerate() {
+                    walk(&format!("{path}[{i}]"), child, bad);
+                }
+            }
+        }
+        for (_, crd) in crds() {
+            let mut bad = Vec::new();
+            walk("", &serde_json::to_value(&crd).unwrap(), &mut bad);
+            // Status is written by the operator only.
+            bad.retain(|p| !p.contains(".status."));
+            assert!(
+                bad.is_empty(),
+                "{}: unbounded integers {bad:?}",
+                crd.metadata.name.unwrap_or_default()
+            );
+        }
+    }
+
     #[test]
     fn generated_yaml_round_trips() {
         for (_, crd) in crds() {

@@ -65,7 +65,7 @@ pub struct EgressPolicy {
     /// Ports normally refused for tools (SMTP, FTP, Telnet, SMB, IRC, BitTorrent) that this
     /// policy permits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(range(min = 1, max = 65535)))]
     pub allowed_risky_ports: Vec<u16>,
     /// Refuse DNS-name egress rules (for clusters whose CNI cannot enforce them).
     #[serde(default)]
