@@ -337,10 +337,10 @@ pub struct GatewaySpec {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)").message("stdio servers need spec.command: the bridge launches the server by argv, never through an image entrypoint or a shell"))]
-#[x_kube(validation = Rule::new("self.transport == 'stdio' || has(self.port)").message("HTTP transports need spec.port, the port the server listens on inside the pod"))]
-#[x_kube(validation = Rule::new("self.transport != 'stdio' || (!has(self.port) && !has(self.path))").message("stdio servers have no port or path; remove them"))]
-#[x_kube(validation = Rule::new("!has(self.tools) || self.tools.all(t, t.effect != 'destructive' || !has(t.requireApproval) || t.requireApproval)").message("destructive tools require approval; remove requireApproval: false"))]
+#[x_kube(validation = Rule::new("self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)").message("stdio servers need spec.command: the bridge launches the server by argv, never through an image entrypoint or a shell").field_path(".command"))]
+#[x_kube(validation = Rule::new("self.transport == 'stdio' || has(self.port)").message("HTTP transports need spec.port, the port the server listens on inside the pod").field_path(".port"))]
+#[x_kube(validation = Rule::new("self.transport != 'stdio' || (!has(self.port) && !has(self.path))").message("stdio servers have no port or path; remove them").field_path(".port"))]
+#[x_kube(validation = Rule::new("!has(self.tools) || self.tools.all(t, t.effect != 'destructive' || !has(t.requireApproval) || t.requireApproval)").message("destructive tools require approval; remove requireApproval: false").field_path(".tools"))]
 pub struct MCPServerSpec {
     /// Server image. Prefer `registry/repo@sha256:<digest>`; a tag is resolved to a digest once
     /// per spec change and the pod always runs the digest. `latest` and untagged images are refused.

@@ -428,3 +428,143 @@ pub async fn service_account_kubeconfig(
     .map_err(|e| HarnessError::Io("kubeconfig".into(), e))?;
     Ok(path)
 }
+
+/// A webhook process (`palisade webhook`) on 127.0.0.1 with a certificate for that address.
+pub struct Webhook {
+    child: tokio::process::Child,
+    pub port: u16,
+    pub metrics_port: u16,
+}
+
+impl Webhook {
+    pub async fn start(
+        cluster: &Cluster,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Result<Webhook, HarnessError> {
+        Self::start_on(cluster, namespace, free_port(), extra).await
+    }
+
+    pub async fn start_on(
+        cluster: &Cluster,
+        namespace: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Webhook, HarnessError> {
+        Self::start_with_kubeconfig(&cluster.kubeconfig, namespace, port, extra).await
+    }
+
+    /// Like `start_on`, acting with the credentials of `kubeconfig` (the chart's ServiceAccount).
+    pub async fn start_with_kubeconfig(
+        kubeconfig: &Path,
+        namespace: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Webhook, HarnessError> {
+        let metrics_port = free_port();
+        let bin = palisade_bin();
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("palisade-webhook-{port}.log")),
+        )
+        .map_err(|e| HarnessError::Io("webhook log".into(), e))?;
+        let child = tokio::process::Command::new(&bin)
+            .arg("webhook")
+            .args(["--namespace", namespace])
+            .args(["--address", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--extra-san", "127.0.0.1", "--webhook-configuration", "palisade"])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HarnessError::Spawn(bin.display().to_string(), e))?;
+        let w = Webhook { child, port, metrics_port };
+        eventually(Duration::from_secs(30), "webhook /readyz", || async {
+            (http_get_local(w.metrics_port, "/readyz").await? == "ok").then_some(())
+        })
+        .await?;
+        Ok(w)
+    }
+
+    /// The sum of a metric family, optionally only lines containing `filter`.
+    pub async fn metric(&self, family: &str, filter: &str) -> Option<f64> {
+        let text = http_get_local(self.metrics_port, "/metrics").await?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with(family) && l.contains(filter))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The chart's admission objects (webhook configuration and, when `policy`, the
+/// ValidatingAdmissionPolicies) rendered for a webhook at `url`, as YAML.
+pub async fn chart_admission_objects(
+    url: Option<&str>,
+    policy: bool,
+    release_namespace: &str,
+) -> Result<String, HarnessError> {
+    let helm = tool("helm")?;
+    let mut cmd = tokio::process::Command::new(&helm);
+    cmd.args([
+        "template",
+        "palisade",
+        "charts/palisade",
+        "--namespace",
+        release_namespace,
+        "--kube-version",
+        "1.33.0",
+    ])
+    .args(["--set", &format!("webhook.admissionPolicy={policy}")])
+    .current_dir(repo_root());
+    if let Some(u) = url {
+        cmd.args(["--set", &format!("webhook.url={u}")]);
+    }
+    let out = cmd.output().await.map_err(|e| HarnessError::Spawn(helm.display().to_string(), e))?;
+    if !out.status.success() {
+        return Err(HarnessError::Yaml(
+            "helm template".into(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let docs: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|d| d.contains("apiVersion: admissionregistration.k8s.io/v1"))
+        .filter(|d| url.is_some() || !d.contains("kind: ValidatingWebhookConfiguration"))
+        .collect();
+    Ok(docs.join("\n---\n"))
+}
+
+/// Runs the pinned kubectl with `stdin` as input; returns (success, stdout + stderr).
+pub async fn kubectl(
+    cluster: &Cluster,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<(bool, String), HarnessError> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = cluster.kubectl()?;
+    cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| HarnessError::Spawn("kubectl".into(), e))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .await
+            .map_err(|e| HarnessError::Io("kubectl stdin".into(), e))?;
+    }
+    let out =
+        child.wait_with_output().await.map_err(|e| HarnessError::Spawn("kubectl".into(), e))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}

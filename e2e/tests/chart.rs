@@ -1,15 +1,17 @@
 //! The Helm chart: lints, renders the committed manifests, installs with the real helm, and its
-//! RBAC is enough for the operator (which then runs as the chart's ServiceAccount).
+//! RBAC is enough for the operator and the webhook, which then run as the chart's
+//! ServiceAccounts (as local processes: the simulated nodes run no containers).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use palisade_api::MCPServer;
 use palisade_e2e::{
-    Cluster, Operator, TestNamespace, eventually, install_crds, load_yaml, repo_root,
-    service_account_kubeconfig, tool,
+    Cluster, Operator, TestNamespace, Webhook, eventually, free_port, install_crds, kubectl,
+    load_yaml, repo_root, service_account_kubeconfig, tool,
 };
 
 async fn helm(cluster: &Cluster, args: &[&str]) -> std::process::Output {
@@ -47,14 +49,56 @@ async fn chart_lints_and_the_committed_manifests_are_current() {
         String::from_utf8_lossy(&out.stdout) == committed,
         "manifests/install.yaml is out of date: run `make manifests`"
     );
+    let cm = helm(
+        cluster,
+        &[
+            "template",
+            "palisade",
+            "charts/palisade",
+            "--namespace",
+            "x",
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            "webhook.certManager.enabled=true",
+        ],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&cm.stdout);
+    assert!(
+        text.contains("kind: Certificate")
+            && text.contains("cert-manager.io/inject-ca-from: x/palisade-webhook")
+    );
+    assert!(
+        !text.contains("--webhook-configuration=palisade"),
+        "with cert-manager the webhook leaves the caBundle alone"
+    );
+}
+
+/// Uninstalls the release when the test ends, even when it fails: its webhook configuration
+/// would otherwise stay behind for the other test binaries.
+struct Release {
+    kubeconfig: PathBuf,
+    namespace: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(tool("helm").unwrap())
+            .args(["uninstall", "palisade", "--namespace", &self.namespace])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+    }
 }
 
 #[tokio::test]
-async fn the_operator_works_with_the_charts_rbac() {
+async fn the_operator_and_webhook_work_with_the_charts_rbac() {
     let cluster = Cluster::shared().await;
     let client = cluster.client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::create(&client, "e2e-chart").await.unwrap();
+    let port = free_port();
+    let url = format!("webhook.url=https://127.0.0.1:{port}");
     let install = helm(
         cluster,
         &[
@@ -64,29 +108,44 @@ async fn the_operator_works_with_the_charts_rbac() {
             "--namespace",
             &ns.name,
             "--skip-crds",
-            "--wait=false",
+            "--set",
+            &url,
         ],
     )
     .await;
     assert!(install.status.success(), "{}", String::from_utf8_lossy(&install.stderr));
+    let _release = Release { kubeconfig: cluster.kubeconfig.clone(), namespace: ns.name.clone() };
 
-    let kubeconfig =
+    let webhook_kc =
+        service_account_kubeconfig(cluster, &ns.name, "palisade-webhook").await.unwrap();
+    let _webhook = Webhook::start_with_kubeconfig(&webhook_kc, &ns.name, port, &[]).await.unwrap();
+    let operator_kc =
         service_account_kubeconfig(cluster, &ns.name, "palisade-operator").await.unwrap();
     let shard = ns.name.clone();
-    let _op = Operator::start_with_kubeconfig(&kubeconfig, &ns.name, &shard, &[]).await.unwrap();
+    let _op = Operator::start_with_kubeconfig(&operator_kc, &ns.name, &shard, &[]).await.unwrap();
+
     let mut server: MCPServer = load_yaml("examples/everything-http.yaml").unwrap();
     server.metadata.namespace = Some(ns.name.clone());
     server.metadata.labels =
         Some(BTreeMap::from([("palisade.dev/e2e-shard".to_string(), shard.clone())]));
     let api: Api<MCPServer> = Api::namespaced(client.clone(), &ns.name);
-    api.create(&PostParams::default(), &server).await.unwrap();
+    // The webhook (with its chart identity) publishes the caBundle, then admits the server.
+    eventually(Duration::from_secs(40), "admitted through the chart's webhook", || async {
+        api.create(&PostParams::default(), &server).await.ok()
+    })
+    .await
+    .unwrap();
     eventually(Duration::from_secs(60), "Ready with the chart's RBAC", || async {
         let s = api.get("everything").await.ok()?;
         s.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
     })
     .await
     .unwrap();
-    let uninstall = helm(cluster, &["uninstall", "palisade", "--namespace", &ns.name]).await;
-    assert!(uninstall.status.success());
+    let rejected = std::fs::read_to_string(repo_root().join("examples/rejected/egress-smtp.yaml"))
+        .unwrap()
+        .replace("namespace: mcp-demo", &format!("namespace: {}", ns.name));
+    let (ok, out) = kubectl(cluster, &["apply", "-f", "-"], Some(&rejected)).await.unwrap();
+    assert!(!ok && out.contains("[baseline.riskyPort]"), "{out}");
+    drop(_release);
     ns.delete().await.unwrap();
 }

@@ -1,6 +1,5 @@
 //! `palisade`: one binary for the offline tools, the operator and the admission webhook.
 
-mod certs;
 mod cli;
 mod operator;
 
@@ -64,6 +63,9 @@ enum Command {
     /// Run the operator: reconcile MCPServers into hardened workloads (uses KUBECONFIG or the
     /// in-cluster service account).
     Operator(operator::Args),
+    /// Run the admission webhook (HTTPS AdmissionReview for MCPServers, MCPPolicies and
+    /// workloads labelled palisade.dev/mcp-server).
+    Webhook(palisade_webhooks::server::Args),
 }
 
 /// Structured logs: JSON when PALISADE_LOG_FORMAT=json (in cluster), text otherwise; level
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
         }
         Command::Check { files, policies, output } => cli::check(&files, &policies, output),
         Command::Operator(args) => return run_async(operator::run(args)),
+        Command::Webhook(args) => return run_async(palisade_webhooks::server::run(args)),
     };
     match result {
         Ok(code) => code,

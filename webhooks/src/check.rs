@@ -154,9 +154,9 @@ fn explain_serde(message: &str) -> String {
     message.to_string()
 }
 
-/// Parses a palisade.dev object strictly: serde_path_to_error gives the field path, the YAML
-/// parser gives the line.
-fn parse_typed<T: DeserializeOwned>(value: &Value, doc: &Document) -> Result<T, LoadError> {
+/// Parses a palisade.dev object strictly from JSON (an AdmissionReview's object): unknown
+/// fields anywhere are refused with their path.
+pub fn parse_object<T: DeserializeOwned>(value: &Value) -> Result<T, LoadError> {
     if let Some(map) = value.as_object() {
         for key in map.keys() {
             if !TOP_LEVEL.contains(&key.as_str()) {
@@ -184,13 +184,22 @@ fn parse_typed<T: DeserializeOwned>(value: &Value, doc: &Document) -> Result<T, 
                 format!("{path}.{field}")
             };
         }
-        let location = serde_saphyr::from_str::<T>(&doc.text).err().and_then(|ye| ye.location());
-        LoadError {
-            line: location.map(|l| doc.line + l.line() as usize - 1),
-            column: location.map(|l| l.column() as usize),
-            message: explain_serde(&inner),
-            field: Some(path),
+        LoadError { line: None, column: None, message: explain_serde(&inner), field: Some(path) }
+    })
+}
+
+/// Like [`parse_object`], and locates an error in the YAML document it came from.
+fn parse_typed<T: DeserializeOwned>(value: &Value, doc: &Document) -> Result<T, LoadError> {
+    parse_object(value).map_err(|mut e| {
+        if e.line.is_none()
+            && value.as_object().is_some_and(|m| m.keys().all(|k| TOP_LEVEL.contains(&k.as_str())))
+        {
+            let location =
+                serde_saphyr::from_str::<T>(&doc.text).err().and_then(|ye| ye.location());
+            e.line = location.map(|l| doc.line + l.line() as usize - 1);
+            e.column = location.map(|l| l.column() as usize);
         }
+        e
     })
 }
 

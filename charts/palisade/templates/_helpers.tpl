@@ -27,3 +27,8 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* CEL: the object, or its pod template, carries the palisade.dev/mcp-server label. */}}
+{{- define "palisade.claimsMcp" -}}
+object != null && ((has(object.metadata.labels) && 'palisade.dev/mcp-server' in object.metadata.labels) || (object.kind != 'Pod' && object.kind != 'CronJob' && has(object.spec.template.metadata) && has(object.spec.template.metadata.labels) && 'palisade.dev/mcp-server' in object.spec.template.metadata.labels) || (object.kind == 'CronJob' && has(object.spec.jobTemplate.spec.template.metadata) && has(object.spec.jobTemplate.spec.template.metadata.labels) && 'palisade.dev/mcp-server' in object.spec.jobTemplate.spec.template.metadata.labels))
+{{- end -}}

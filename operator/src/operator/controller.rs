@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -29,10 +29,10 @@ use super::apply::{self, Applied, FIELD_MANAGER, Live};
 use super::metrics::{Metrics, ResultLabel};
 use super::registry::{ResolveError, Resolver, Verification, Verifier};
 use super::status::{self, Blocker, Observed};
-use crate::certs::{self, Authority};
+use palisade_https::ca::{self as certs, Authority};
 
 /// Leaf certificates are issued for 90 days and renewed when fewer than 30 remain.
-const CERT_DAYS: i64 = 90;
+const CERT_LIFETIME: Duration = certs::days(90);
 const CERT_RENEW_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Periodic re-check of a healthy server (drift between watch events, cert renewal).
 const RESYNC: Duration = Duration::from_secs(600);
@@ -47,6 +47,8 @@ pub enum Error {
     Registry(String),
     #[error("certificates: {0}")]
     Certs(#[from] certs::CertError),
+    #[error("{0}")]
+    Ca(#[from] palisade_webhooks::tls::TlsError),
     #[error("serialization: {0}")]
     Json(#[from] serde_json::Error),
     #[error("object has no namespace")]
@@ -58,7 +60,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Registry(_) => "registry",
-            Error::Certs(_) => "certs",
+            Error::Certs(_) | Error::Ca(_) => "certs",
             Error::Json(_) => "json",
             Error::NoNamespace => "metadata",
         }
@@ -209,7 +211,7 @@ async fn ensure_tls_secret(
             return Ok(());
         }
     }
-    let leaf = ctx.ca.issue_server(&dns, CERT_DAYS)?;
+    let leaf = ctx.ca.issue_server(&dns, CERT_LIFETIME)?;
     let mut secret = Secret {
         type_: Some("kubernetes.io/tls".into()),
         data: Some(
@@ -514,47 +516,6 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     let base = 0.5 * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
     let capped = base.min(300.0);
     Duration::from_secs_f64(capped * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
-}
-
-/// Loads the CA from its Secret in the operator namespace, creating it on first start.
-pub async fn load_or_create_ca(
-    client: &Client,
-    namespace: &str,
-    secret_name: &str,
-) -> Result<Authority, Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for _ in 0..3 {
-        if let Some(s) = api.get_opt(secret_name).await? {
-            let data = s.data.unwrap_or_default();
-            let get = |k: &str| {
-                data.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned()).unwrap_or_default()
-            };
-            return Ok(Authority::from_pem(&get("tls.crt"), &get("tls.key"))?);
-        }
-        let ca = Authority::generate("palisade-ca", 3650)?;
-        let mut secret = Secret {
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(
-                [("tls.crt", ca.cert_pem.clone()), ("tls.key", ca.key_pem.clone())]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
-                    .collect(),
-            ),
-            ..Secret::default()
-        };
-        secret.metadata.name = Some(secret_name.to_string());
-        secret.metadata.labels =
-            Some([("app.kubernetes.io/part-of".to_string(), "palisade".to_string())].into());
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => return Ok(ca),
-            // Another replica created it first: read theirs.
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::Kube(kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(format!(
-        "{namespace}/{secret_name}"
-    )))))
 }
 
 #[cfg(test)]

@@ -154,12 +154,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let http = tokio::spawn(metrics::serve(
-        args.metrics_address,
-        metrics.clone(),
-        ready.clone(),
-        http_stop,
-    ));
+    let encode: palisade_https::admin::Encoder = {
+        let m = metrics.clone();
+        Arc::new(move || m.encode())
+    };
+    let listener = palisade_https::admin::bind(args.metrics_address).await?;
+    info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let router = palisade_https::admin::router(encode, palisade_https::admin::flag(ready.clone()));
+    let http = tokio::spawn(palisade_https::admin::serve(listener, router, http_stop));
 
     let identity =
         args.identity.clone().unwrap_or_else(|| format!("palisade-{:016x}", rand::random::<u64>()));
@@ -184,7 +186,18 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     }
     metrics.leader.set(1);
 
-    let ca = controller::load_or_create_ca(&client, &args.namespace, "palisade-ca").await?;
+    // The CA is shared with the webhook, which rotates it; the operator only reads it.
+    let lifetime = palisade_https::ca::days(3650);
+    let ca = palisade_webhooks::tls::ensure_ca(
+        &client,
+        &args.namespace,
+        "palisade-ca",
+        lifetime,
+        lifetime / 3,
+    )
+    .await
+    .map_err(controller::Error::from)?
+    .authority;
     let render = RenderOptions {
         gateway_image: args.gateway_image.clone(),
         resolved_digest: None,

@@ -1,5 +1,5 @@
 //! A small certificate authority for Palisade's own TLS: gateway serving certificates and the
-//! admission webhook's certificate. The CA lives in a Secret in the operator's namespace.
+//! admission webhook's certificate (the CA itself is kept in a Secret by its users).
 
 use std::time::Duration;
 
@@ -30,14 +30,18 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
-fn validity(days: i64) -> (OffsetDateTime, OffsetDateTime) {
+fn validity(lifetime: Duration) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
     // Backdate a little for clock skew between nodes.
-    (now - time::Duration::minutes(5), now + time::Duration::days(days))
+    (now - time::Duration::minutes(5), now + lifetime)
+}
+
+pub const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86400)
 }
 
 impl Authority {
-    pub fn generate(common_name: &str, days: i64) -> Result<Authority, CertError> {
+    pub fn generate(common_name: &str, lifetime: Duration) -> Result<Authority, CertError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.distinguished_name.push(DnType::CommonName, common_name);
@@ -47,7 +51,7 @@ impl Authority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        (params.not_before, params.not_after) = validity(days);
+        (params.not_before, params.not_after) = validity(lifetime);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
@@ -61,7 +65,11 @@ impl Authority {
     }
 
     /// A TLS server certificate for `dns_names` (the first is also the Common Name).
-    pub fn issue_server(&self, dns_names: &[String], days: i64) -> Result<Leaf, CertError> {
+    pub fn issue_server(
+        &self,
+        dns_names: &[String],
+        lifetime: Duration,
+    ) -> Result<Leaf, CertError> {
         let mut params = CertificateParams::new(dns_names.to_vec())?;
         if let Some(first) = dns_names.first() {
             params.distinguished_name.push(DnType::CommonName, first.as_str());
@@ -70,7 +78,7 @@ impl Authority {
         params.key_usages =
             vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        (params.not_before, params.not_after) = validity(days);
+        (params.not_before, params.not_after) = validity(lifetime);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -80,7 +88,9 @@ impl Authority {
 /// What a stored certificate looks like, for rotation decisions.
 #[derive(Debug, Clone)]
 pub struct CertInfo {
+    pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// DNS and IP subject alternative names.
     pub dns_names: Vec<String>,
 }
 
@@ -89,15 +99,48 @@ pub fn inspect(cert_pem: &str) -> Result<CertInfo, CertError> {
         .map_err(|e| CertError::Parse(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| CertError::Parse(e.to_string()))?;
     let not_after = cert.validity().not_after.to_datetime();
+    let not_before = cert.validity().not_before.to_datetime();
     let mut dns_names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
-                dns_names.push(d.to_string());
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*b)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        _ => None,
+                    };
+                    dns_names.extend(ip);
+                }
+                _ => {}
             }
         }
     }
-    Ok(CertInfo { not_after, dns_names })
+    Ok(CertInfo { not_before, not_after, dns_names })
+}
+
+/// Whether `leaf_pem` was issued by `ca_pem`: same issuer name, and the leaf's authority key
+/// identifier is the CA's subject key identifier (distinct CAs have distinct keys).
+pub fn issued_by(leaf_pem: &str, ca_pem: &str) -> bool {
+    let parse = |pem: &str| x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok().map(|(_, p)| p);
+    let (Some(leaf), Some(ca)) = (parse(leaf_pem), parse(ca_pem)) else { return false };
+    let (Ok(leaf), Ok(ca)) = (leaf.parse_x509(), ca.parse_x509()) else { return false };
+    let aki = leaf.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+            a.key_identifier.as_ref().map(|k| k.0.to_vec())
+        }
+        _ => None,
+    });
+    let ski = ca.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+        _ => None,
+    });
+    leaf.issuer() == ca.subject() && aki.is_some() && aki == ski
 }
 
 /// Whether a stored leaf must be reissued: unparsable, expiring within `margin`, or not
@@ -118,9 +161,13 @@ mod tests {
 
     #[test]
     fn issues_leaves_that_rotate_when_due() {
-        let ca = Authority::generate("palisade-test-ca", 365).unwrap();
-        let names = vec!["svc.ns.svc".to_string(), "svc.ns.svc.cluster.local".to_string()];
-        let leaf = ca.issue_server(&names, 90).unwrap();
+        let ca = Authority::generate("palisade-test-ca", days(365)).unwrap();
+        let names = vec![
+            "svc.ns.svc".to_string(),
+            "svc.ns.svc.cluster.local".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        let leaf = ca.issue_server(&names, days(90)).unwrap();
         let info = inspect(&leaf.cert_pem).unwrap();
         assert_eq!(info.dns_names, names);
         assert!(!needs_rotation(&leaf.cert_pem, &names, Duration::from_secs(30 * 86400)));
@@ -133,8 +180,13 @@ mod tests {
             "wrong names"
         );
         assert!(needs_rotation("garbage", &names, Duration::ZERO));
-        // A CA reloaded from its PEM still issues.
+        // A CA reloaded from its PEM still issues, and its leaves chain to it.
         let again = Authority::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
-        assert!(again.issue_server(&names, 1).is_ok());
+        let second = again.issue_server(&names, days(1)).unwrap();
+        assert!(issued_by(&second.cert_pem, &ca.cert_pem));
+        assert!(issued_by(&leaf.cert_pem, &ca.cert_pem));
+        let other = Authority::generate("palisade-test-ca", days(365)).unwrap();
+        assert!(!issued_by(&leaf.cert_pem, &other.cert_pem), "same name, different key");
+        assert!(!issued_by("garbage", &ca.cert_pem));
     }
 }
