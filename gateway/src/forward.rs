@@ -1,0 +1,512 @@
+//! One client request, from validation to the server and back: method and params checked
+//! against the revision, authorization, limits, forwarding (with exact translation between
+//! eras where needed), and every message from the server validated before the client sees it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palisade_core::config::GatewayConfig;
+use palisade_core::policy::ValidationMode;
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::debug;
+
+use crate::events::{self, Kind};
+use crate::jsonrpc::{
+    self, INVALID_PARAMS, LIMIT_EXCEEDED, METHOD_NOT_FOUND, UPSTREAM_INVALID, UPSTREAM_UNAVAILABLE,
+};
+use crate::policy::{ItemKind, Principal};
+use crate::state::{DownSession, Gateway};
+use crate::trace::TraceContext;
+use crate::upstream::Session;
+use crate::validate::{self, Direction, Method, Rev};
+
+/// Everything known about the request being served.
+pub struct Call {
+    pub gw: Arc<Gateway>,
+    pub cfg: Arc<GatewayConfig>,
+    pub rev: Rev,
+    pub principal: Principal,
+    pub trace: TraceContext,
+    pub session: Option<Arc<DownSession>>,
+}
+
+/// The answer to a request: a final message now, or a stream of messages ending with it.
+pub enum Reply {
+    Final(Value),
+    Stream(mpsc::Receiver<Value>),
+}
+
+impl Call {
+    pub fn request_id(&self) -> String {
+        self.trace.request_id()
+    }
+
+    fn event(&self, kind: Kind, detail: &str) {
+        events::emit(&self.gw, kind, &self.request_id(), &self.principal.subject, detail);
+    }
+
+    fn strict(&self) -> bool {
+        self.cfg.protocol.validation == ValidationMode::Strict
+    }
+}
+
+/// Tool definitions seen in `tools/list` results, for `outputSchema` checks of results.
+#[derive(Default)]
+pub struct ToolCache {
+    schemas: Mutex<HashMap<String, Value>>,
+}
+
+impl ToolCache {
+    pub fn learn(&self, tools: &[Value]) {
+        if let Ok(mut m) = self.schemas.lock() {
+            for t in tools {
+                if let (Some(name), Some(schema)) =
+                    (t.get("name").and_then(Value::as_str), t.get("outputSchema"))
+                {
+                    m.insert(name.to_string(), schema.clone());
+                }
+            }
+        }
+    }
+
+    fn output_schema(&self, name: &str) -> Option<Value> {
+        self.schemas.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+}
+
+static TOOLS: std::sync::LazyLock<ToolCache> = std::sync::LazyLock::new(ToolCache::default);
+
+pub fn tool_cache() -> &'static ToolCache {
+    &TOOLS
+}
+
+/// Keys of `_meta` that belong to the stateless envelope and mean nothing to a session-era server.
+const ENVELOPE_KEYS: &[&str] = &[
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/logLevel",
+];
+
+/// Results of these methods are cacheable in the stateless era and carry ttlMs/cacheScope.
+const CACHEABLE: &[&str] = &[
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+    "resources/read",
+    "server/discover",
+];
+
+fn err(id: &Value, code: i64, message: impl Into<String>) -> Reply {
+    Reply::Final(jsonrpc::error(Some(id.clone()), code, message, None))
+}
+
+/// The item a request is about, for authorization that answers "no such item".
+fn item_of(method: &str, params: Option<&Value>) -> Option<(ItemKind, String)> {
+    let p = params?;
+    match method {
+        "tools/call" => Some((ItemKind::Tool, p.get("name")?.as_str()?.to_string())),
+        "prompts/get" => Some((ItemKind::Prompt, p.get("name")?.as_str()?.to_string())),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            Some((ItemKind::Resource, p.get("uri")?.as_str()?.to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn not_found(id: &Value, kind: ItemKind, name: &str) -> Reply {
+    // Exactly what servers answer for an item they do not have.
+    match kind {
+        ItemKind::Tool => err(id, INVALID_PARAMS, format!("Unknown tool: {name}")),
+        ItemKind::Prompt => err(id, INVALID_PARAMS, format!("Unknown prompt: {name}")),
+        ItemKind::Resource => Reply::Final(jsonrpc::error(
+            Some(id.clone()),
+            -32002,
+            "Resource not found",
+            Some(json!({"uri": name})),
+        )),
+    }
+}
+
+/// Drops top-level members a revision does not define (lenient mode).
+fn strip_unknown(params: &mut Value, m: &Method, rev: Rev) {
+    if let Some(obj) = params.as_object_mut() {
+        obj.retain(|k, _| {
+            m.params.fields.iter().any(|f| f.name == k && f.since <= rev && rev <= f.until)
+        });
+    }
+}
+
+/// Serves one request from a client.
+pub async fn request(
+    call: Arc<Call>,
+    id: Value,
+    method: String,
+    mut params: Option<Value>,
+) -> Reply {
+    let rev = call.rev;
+    let Some(def) = validate::method(&method, Direction::ClientToServer, rev) else {
+        call.gw.metrics.count(&method, "unknown_method");
+        return err(&id, METHOD_NOT_FOUND, format!("Method not found: {method}"));
+    };
+    if let Err(e) = validate::check_params(def, params.as_ref(), rev, call.strict()) {
+        if !call.strict() && e.unknown_fields_only {
+            if let Some(p) = params.as_mut() {
+                strip_unknown(p, def, rev);
+            }
+            call.event(Kind::ValidationFailure, &format!("{method}: unknown fields dropped: {e}"));
+        } else {
+            call.event(Kind::ValidationFailure, &format!("{method}: {e}"));
+            call.gw.metrics.count(&method, "invalid");
+            if call.strict()
+                && let Some(s) = &call.session
+            {
+                // Fail closed: a client that sends malformed messages loses its session.
+                let gw = call.gw.clone();
+                let sid = s.id.clone();
+                tokio::spawn(async move { gw.end_session(&sid).await });
+            }
+            return err(&id, INVALID_PARAMS, format!("Invalid params: {e}"));
+        }
+    }
+    if !call.gw.policy.method_allowed(&call.principal, &method) {
+        call.event(Kind::PolicyBlock, &format!("method {method} not granted"));
+        call.gw.metrics.count(&method, "denied");
+        return err(&id, METHOD_NOT_FOUND, format!("Method not found: {method}"));
+    }
+    let item = item_of(&method, params.as_ref());
+    let item_name = item.as_ref().map(|(_, n)| n.clone());
+    if let Some((kind, name)) = item
+        && !call.gw.policy.item_allowed(&call.principal, kind, &name)
+    {
+        call.event(Kind::PolicyBlock, &format!("{method} {name} not granted"));
+        call.gw.metrics.count(&method, "denied");
+        return not_found(&id, kind, &name);
+    }
+
+    // Limits: in flight in total and per session.
+    let Ok(global) = call.gw.in_flight.clone().try_acquire_owned() else {
+        call.event(Kind::RateLimit, "too many requests in flight");
+        return Reply::Final(jsonrpc::error(
+            Some(id),
+            LIMIT_EXCEEDED,
+            "Too many requests in flight",
+            Some(json!({"retryAfterSeconds": 1})),
+        ));
+    };
+    let local = match &call.session {
+        Some(s) => match s.in_flight.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                call.event(Kind::RateLimit, "too many requests in flight in this session");
+                return Reply::Final(jsonrpc::error(
+                    Some(id),
+                    LIMIT_EXCEEDED,
+                    "Too many requests in flight in this session",
+                    Some(json!({"retryAfterSeconds": 1})),
+                ));
+            }
+        },
+        None => None,
+    };
+
+    // Which connection, and whether the request must be translated between eras.
+    let upstream: Arc<Session> = match &call.session {
+        Some(s) => s.upstream.clone(),
+        None => match call.gw.shared_upstream().await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(error = %e, "server unreachable");
+                return err(&id, UPSTREAM_UNAVAILABLE, "The MCP server is unavailable");
+            }
+        },
+    };
+    let translate = rev.stateless() && !upstream.rev.stateless();
+    if translate {
+        if method == "server/discover" {
+            return Reply::Final(discover_from_handshake(&call, &id));
+        }
+        if validate::method(&method, Direction::ClientToServer, upstream.rev).is_none() {
+            return err(
+                &id,
+                METHOD_NOT_FOUND,
+                format!(
+                    "{method} has no exact equivalent in {}, the revision the server speaks",
+                    upstream.rev.as_str()
+                ),
+            );
+        }
+        if let Some(meta) =
+            params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut)
+        {
+            meta.retain(|k, _| !ENVELOPE_KEYS.contains(&k.as_str()));
+        }
+    }
+    // W3C trace context travels in _meta (an extension point) to the server.
+    if let Some(p) = params.as_mut().and_then(Value::as_object_mut) {
+        let meta = p.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.entry("traceparent").or_insert_with(|| Value::String(call.trace.child().header()));
+        }
+    } else if !translate && rev >= validate::R2025_06 {
+        params = Some(json!({"_meta": {"traceparent": call.trace.child().header()}}));
+    }
+
+    let exchange = match upstream.request(id.clone(), &method, params).await {
+        Ok(x) => x,
+        Err(e) => {
+            debug!(error = %e, "forwarding failed");
+            return err(&id, UPSTREAM_UNAVAILABLE, "The MCP server is unavailable");
+        }
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let started = Instant::now();
+    let tool = (method == "tools/call").then(|| item_name.clone()).flatten();
+    tokio::spawn(relay(
+        call,
+        exchange,
+        Relay { def, method, id, translate, tool },
+        tx,
+        started,
+        global,
+        local,
+    ));
+    Reply::Stream(rx)
+}
+
+/// What the relay needs to know about the request it relays.
+struct Relay {
+    def: &'static Method,
+    method: String,
+    id: Value,
+    translate: bool,
+    /// The tool called, for `outputSchema` checks.
+    tool: Option<String>,
+}
+
+async fn relay(
+    call: Arc<Call>,
+    mut exchange: crate::upstream::Exchange,
+    r: Relay,
+    tx: mpsc::Sender<Value>,
+    started: Instant,
+    _global: OwnedSemaphorePermit,
+    _local: Option<OwnedSemaphorePermit>,
+) {
+    let Relay { def, method, id, translate, tool } = r;
+    call.gw.metrics.in_flight.inc();
+    let timeout = Duration::from_secs(call.cfg.limits.request_timeout_seconds as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let outcome = loop {
+        let next = tokio::select! {
+            m = exchange.rx.recv() => m,
+            _ = tokio::time::sleep_until(deadline) => {
+                exchange.cancel("the gateway's request timeout elapsed").await;
+                let _ = tx.send(jsonrpc::error(Some(id.clone()), UPSTREAM_UNAVAILABLE, format!("The MCP server did not answer within {}s", timeout.as_secs()), None)).await;
+                break "timeout";
+            }
+            _ = tx.closed() => {
+                // The client went away: tell the server to stop.
+                exchange.cancel("the client disconnected").await;
+                break "cancelled";
+            }
+        };
+        let Some(mut msg) = next else {
+            let _ = tx
+                .send(jsonrpc::error(
+                    Some(id.clone()),
+                    UPSTREAM_UNAVAILABLE,
+                    "The MCP server closed the connection",
+                    None,
+                ))
+                .await;
+            break "upstream_closed";
+        };
+        let is_final = msg.get("result").is_some() || msg.get("error").is_some();
+        if !is_final {
+            if let Some(m) = checked_notification(&call, msg, translate)
+                && tx.send(m).await.is_err()
+            {
+                exchange.cancel("the client disconnected").await;
+                break "cancelled";
+            }
+            continue;
+        }
+        msg["id"] = id.clone();
+        let final_msg = checked_final(&call, def, &method, msg, translate, tool.as_deref());
+        let ok = final_msg.get("result").is_some();
+        let _ = tx.send(final_msg).await;
+        break if ok { "ok" } else { "error" };
+    };
+    call.gw.metrics.in_flight.dec();
+    call.gw.metrics.count(&method, outcome);
+    call.gw.metrics.duration.observe(started.elapsed().as_secs_f64());
+}
+
+/// A notification from the server on a request's stream, if it may reach the client.
+fn checked_notification(call: &Call, msg: Value, translate: bool) -> Option<Value> {
+    let parsed = match jsonrpc::Message::parse(&msg) {
+        Ok(m @ jsonrpc::Message::Notification { .. }) => m,
+        _ => {
+            call.event(
+                Kind::UpstreamValidationFailure,
+                "the server sent a malformed message on a request stream",
+            );
+            return None;
+        }
+    };
+    let method = parsed.method().unwrap_or_default().to_string();
+    // Without a per-request log level the stateless client asked for no log messages, and a
+    // translated session-era server cannot be told the level exactly.
+    if translate && method == "notifications/message" {
+        return None;
+    }
+    let Some(def) = validate::method(&method, Direction::ServerToClient, call.rev) else {
+        call.event(
+            Kind::UpstreamValidationFailure,
+            &format!("the server sent {method}, which {} does not define", call.rev.as_str()),
+        );
+        return None;
+    };
+    let params = msg.get("params");
+    if let Err(e) = validate::check_params(def, params, call.rev, call.strict()) {
+        call.event(Kind::UpstreamValidationFailure, &format!("{method}: {e}"));
+        return None;
+    }
+    Some(msg)
+}
+
+/// Completes a session-era result for a stateless client: the stateless revision requires
+/// `resultType`, and caching fields on cacheable results (no caching is the exact meaning).
+fn translate_result(method: &str, result: &mut Value) {
+    if let Some(r) = result.as_object_mut() {
+        r.entry("resultType").or_insert_with(|| json!("complete"));
+        if CACHEABLE.contains(&method) {
+            r.entry("ttlMs").or_insert_with(|| json!(0));
+            r.entry("cacheScope").or_insert_with(|| json!("private"));
+        }
+    }
+}
+
+/// The final response from the server, validated and filtered for this principal.
+fn checked_final(
+    call: &Call,
+    def: &Method,
+    method: &str,
+    mut msg: Value,
+    translate: bool,
+    tool: Option<&str>,
+) -> Value {
+    let id = msg.get("id").cloned();
+    if let Err(e) = jsonrpc::Message::parse(&msg) {
+        call.event(
+            Kind::UpstreamValidationFailure,
+            &format!("{method}: malformed response: {}", e.message),
+        );
+        return jsonrpc::error(
+            id,
+            UPSTREAM_INVALID,
+            "The MCP server sent an invalid response",
+            None,
+        );
+    }
+    let Some(result) = msg.get_mut("result") else {
+        return sanitize_error(msg);
+    };
+    if translate {
+        translate_result(method, result);
+    }
+    if let Err(e) = validate::check_result(def, result, call.rev, call.strict())
+        && (call.strict() || !e.unknown_fields_only)
+    {
+        call.event(Kind::UpstreamValidationFailure, &format!("{method}: {e}"));
+        return jsonrpc::error(
+            id,
+            UPSTREAM_INVALID,
+            "The MCP server sent an invalid response",
+            None,
+        );
+    }
+    filter_result(call, method, result);
+    if let Some(problem) = tool.and_then(|t| output_schema_violation(t, &msg)) {
+        call.event(
+            Kind::UpstreamValidationFailure,
+            &format!("tools/call: structuredContent violates the tool's outputSchema: {problem}"),
+        );
+        return jsonrpc::error(
+            id,
+            UPSTREAM_INVALID,
+            "The tool's result does not match its declared output schema",
+            None,
+        );
+    }
+    msg
+}
+
+/// Lists show only what the principal may use.
+fn filter_result(call: &Call, method: &str, result: &mut Value) {
+    let (key, kind, name_key) = match method {
+        "tools/list" => ("tools", ItemKind::Tool, "name"),
+        "prompts/list" => ("prompts", ItemKind::Prompt, "name"),
+        "resources/list" => ("resources", ItemKind::Resource, "uri"),
+        "resources/templates/list" => ("resourceTemplates", ItemKind::Resource, "uriTemplate"),
+        _ => return,
+    };
+    if let Some(items) = result.get_mut(key).and_then(Value::as_array_mut) {
+        if method == "tools/list" {
+            tool_cache().learn(items);
+        }
+        items.retain(|item| {
+            let name = item.get(name_key).and_then(Value::as_str).unwrap_or_default();
+            call.gw.policy.item_allowed(&call.principal, kind, name)
+        });
+    }
+}
+
+fn output_schema_violation(tool: &str, msg: &Value) -> Option<String> {
+    let schema = tool_cache().output_schema(tool)?;
+    let structured = msg.pointer("/result/structuredContent")?;
+    let validator = jsonschema::validator_for(&schema).ok()?;
+    validator.iter_errors(structured).next().map(|e| e.to_string())
+}
+
+/// Errors from the server reach the client without internal detail: no stack traces,
+/// absolute paths or internal addresses.
+fn sanitize_error(mut msg: Value) -> Value {
+    if let Some(m) = msg.pointer_mut("/error/message").and_then(|m| m.as_str().map(str::to_string))
+    {
+        let clean = crate::sanitize::text(&m);
+        msg["error"]["message"] = Value::String(clean);
+    }
+    if let Some(e) = msg.get_mut("error").and_then(Value::as_object_mut)
+        && e.get("data")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.contains("\n    at ") || s.contains("Traceback"))
+    {
+        e.remove("data");
+    }
+    msg
+}
+
+/// `server/discover` answered from the handshake, for a server that speaks only the session era.
+fn discover_from_handshake(call: &Call, id: &Value) -> Value {
+    let info = call.gw.server_info();
+    let versions: Vec<String> = call.gw.allowed().iter().map(|r| r.as_str().to_string()).collect();
+    let mut result = json!({
+        "resultType": "complete",
+        "supportedVersions": versions,
+        "capabilities": info.capabilities.unwrap_or(json!({})),
+        "ttlMs": 0,
+        "cacheScope": "private",
+    });
+    if let Some(i) = info.instructions {
+        result["instructions"] = Value::String(i);
+    }
+    if let Some(s) = info.server_info {
+        result["_meta"] = json!({"io.modelcontextprotocol/serverInfo": s});
+    }
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}

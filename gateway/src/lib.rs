@@ -1,0 +1,17 @@
+//! Palisade's MCP gateway: the only way in to an MCP server.
+
+pub mod bridge;
+pub mod events;
+pub mod forward;
+pub mod headers;
+pub mod http;
+pub mod jsonrpc;
+pub mod metrics;
+pub mod policy;
+pub mod sanitize;
+pub mod serve;
+pub mod sse;
+pub mod state;
+pub mod trace;
+pub mod upstream;
+pub mod validate;

