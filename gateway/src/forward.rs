@@ -131,6 +131,16 @@ fn not_found(id: &Value, kind: ItemKind, name: &str) -> Reply {
     }
 }
 
+/// Removes task support (2025-11-25) from the capabilities in `initialize` params or result.
+/// A task-augmented request is answered later through `tasks/result`, which would carry a tool
+/// result past result policy; without the capability on either side, peers run every request
+/// synchronously, as the revision prescribes for receivers without task support.
+pub fn without_tasks(init: &mut Value) {
+    if let Some(caps) = init.get_mut("capabilities").and_then(Value::as_object_mut) {
+        caps.remove("tasks");
+    }
+}
+
 /// Drops top-level members a revision does not define (lenient mode).
 fn strip_unknown(params: &mut Value, m: &Method, rev: Rev) {
     if let Some(obj) = params.as_object_mut() {
@@ -152,6 +162,13 @@ pub async fn request(
         call.gw.metrics.count(&method, "unknown_method");
         return err(&id, METHOD_NOT_FOUND, format!("Method not found: {method}"));
     };
+    // Tasks are negotiated away (see `without_tasks`): a receiver without task support
+    // ignores the augmentation and answers directly.
+    if let Some(p) = params.as_mut().and_then(Value::as_object_mut)
+        && p.remove("task").is_some()
+    {
+        debug!(method, "task augmentation dropped");
+    }
     if let Err(e) = validate::check_params(def, params.as_ref(), rev, call.strict()) {
         if !call.strict() && e.unknown_fields_only {
             if let Some(p) = params.as_mut() {

@@ -710,6 +710,10 @@ async fn initialize(
             None,
         ));
     }
+    let mut params = params;
+    if let Some(p) = params.as_mut() {
+        forward::without_tasks(p);
+    }
     let upstream = gw.open_upstream(rev).await.map_err(|_| {
         error_response(
             200,
@@ -820,6 +824,7 @@ async fn initialize(
     });
     info!(session = %short(&session.id), revision = session_rev.as_str(), principal = %principal.subject, "session opened");
     let mut result = result.clone();
+    forward::without_tasks(&mut result);
     if let Some(obj) = result.as_object_mut() {
         obj.insert("protocolVersion".into(), Value::String(session_rev.as_str().into()));
     }

@@ -105,10 +105,10 @@ impl Field {
         self.until = r;
         self
     }
-    fn present_in(&self, rev: Rev) -> bool {
+    pub fn present_in(&self, rev: Rev) -> bool {
         self.since <= rev && rev <= self.until
     }
-    fn required_in(&self, rev: Rev) -> bool {
+    pub fn required_in(&self, rev: Rev) -> bool {
         match self.req {
             Req::No => false,
             Req::Yes => true,
@@ -422,9 +422,24 @@ pub static P_LISTEN: Shape = Shape {
     name: "SubscriptionsListenRequestParams",
     fields: &[f("notifications", Ty::Obj(&SUBSCRIPTION_FILTER)).req(), REQ_META],
 };
+pub static P_ACKNOWLEDGED: Shape = Shape {
+    name: "SubscriptionsAcknowledgedNotificationParams",
+    fields: &[f("notifications", Ty::Obj(&SUBSCRIPTION_FILTER)).req(), META],
+};
+pub static P_ELICITATION_COMPLETE: Shape = Shape {
+    name: "ElicitationCompleteNotificationParams",
+    fields: &[f("elicitationId", Ty::Str).req()],
+};
 pub static P_CANCELLED: Shape = Shape {
     name: "CancelledNotificationParams",
-    fields: &[f("requestId", Ty::IdLike).req_since(R2026), f("reason", Ty::Str), META],
+    fields: &[
+        // Required in every revision but 2025-11-25, where tasks are cancelled otherwise.
+        f("requestId", Ty::IdLike).req().until(R2025_06),
+        f("requestId", Ty::IdLike).since(R2025_11).until(R2025_11),
+        f("requestId", Ty::IdLike).req().since(R2026),
+        f("reason", Ty::Str),
+        META,
+    ],
 };
 pub static P_PROGRESS: Shape = Shape {
     name: "ProgressNotificationParams",
@@ -469,7 +484,9 @@ pub static P_ELICIT: Shape = Shape {
     fields: &[
         f("message", Ty::Str).req(),
         f("mode", Ty::Enum(&["form", "url"])).since(R2025_11),
-        f("requestedSchema", Ty::Open),
+        // Required until URL-mode elicitation (2025-11-25), where only form mode has it.
+        f("requestedSchema", Ty::Open).req().until(R2025_06),
+        f("requestedSchema", Ty::Open).since(R2025_11),
         f("elicitationId", Ty::Str).since(R2025_11),
         f("url", Ty::Str).since(R2025_11),
         f("task", Ty::Open).since(R2025_11).until(R2025_11),
@@ -524,7 +541,9 @@ pub static R_CALL_TOOL: Shape = Shape {
     name: "CallToolResult",
     fields: &[
         f("content", Ty::Arr(&CONTENT)).req(),
-        f("structuredContent", Ty::Open).since(R2025_06),
+        // An object until 2025-11-25; 2026-07-28 allows any JSON value.
+        f("structuredContent", Ty::Open).since(R2025_06).until(R2025_11),
+        f("structuredContent", Ty::Any).since(R2026),
         f("isError", Ty::Bool),
         RESULT_TYPE,
         META,
@@ -719,7 +738,7 @@ pub static METHODS: &[Method] = &[
     legacy(notification("notifications/initialized", C2S, &P_NOTIFICATION)),
     notification("notifications/cancelled", C2S, &P_CANCELLED),
     notification("notifications/cancelled", S2C, &P_CANCELLED),
-    notification("notifications/progress", C2S, &P_PROGRESS),
+    legacy(notification("notifications/progress", C2S, &P_PROGRESS)),
     notification("notifications/progress", S2C, &P_PROGRESS),
     legacy(notification("notifications/roots/list_changed", C2S, &P_NOTIFICATION)),
     notification("notifications/message", S2C, &P_LOG),
@@ -727,8 +746,11 @@ pub static METHODS: &[Method] = &[
     notification("notifications/resources/list_changed", S2C, &P_NOTIFICATION),
     notification("notifications/tools/list_changed", S2C, &P_NOTIFICATION),
     notification("notifications/prompts/list_changed", S2C, &P_NOTIFICATION),
-    stateless(notification("notifications/subscriptions/acknowledged", S2C, &P_NOTIFICATION)),
-    since(notification("notifications/elicitation/complete", S2C, &P_NOTIFICATION), R2025_11),
+    stateless(notification("notifications/subscriptions/acknowledged", S2C, &P_ACKNOWLEDGED)),
+    legacy(since(
+        notification("notifications/elicitation/complete", S2C, &P_ELICITATION_COMPLETE),
+        R2025_11,
+    )),
     legacy(from_server(request("sampling/createMessage", &P_CREATE_MESSAGE, &R_CREATE_MESSAGE))),
     legacy(since(from_server(request("elicitation/create", &P_ELICIT, &R_ELICIT)), R2025_06)),
     legacy(from_server(request("roots/list", &P_EMPTY, &R_LIST_ROOTS))),
