@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build tools test lint unit e2e crds docs manifests fmt demo clean
+.PHONY: all build tools test lint unit conformance e2e crds docs manifests fmt demo clean
 
 all: build
 
@@ -36,12 +36,18 @@ lint:
 unit:
 	$(CARGO) test --workspace --exclude palisade-e2e
 
+## The MCP conformance suite's server scenarios, directly against the fixture server and
+## through the gateway; fails when a check passes directly but not through the gateway.
+conformance:
+	$(CARGO) build -p palisade-gateway
+	e2e/conformance/run
+
 ## End-to-end tests on a local control plane that is started for the run and stopped after it.
 e2e: tools
 	e2e/run-tests
 
 ## Everything CI runs.
-test: tools lint unit e2e
+test: tools lint unit conformance e2e
 
 ## The main job: Palisade on a local control plane (or on $KUBECONFIG's cluster when set).
 demo: tools build

@@ -316,6 +316,9 @@ async fn relay(
     let Relay { def, method, id, translate, tool } = r;
     call.gw.metrics.in_flight.inc();
     let timeout = Duration::from_secs(call.cfg.limits.request_timeout_seconds as u64);
+    // A subscription stream lives until either side ends it; it holds its in-flight slot.
+    let timeout =
+        if method == "subscriptions/listen" { Duration::from_secs(365 * 86_400) } else { timeout };
     let deadline = tokio::time::Instant::now() + timeout;
     let outcome = loop {
         let next = tokio::select! {
@@ -448,6 +451,9 @@ fn checked_final(
         );
     }
     filter_result(call, method, result);
+    if method == "server/discover" {
+        pin_discovered_versions(call, result);
+    }
     if let Some(problem) = tool.and_then(|t| output_schema_violation(t, &msg)) {
         call.event(
             Kind::UpstreamValidationFailure,
@@ -461,6 +467,18 @@ fn checked_final(
         );
     }
     msg
+}
+
+/// The client may only choose revisions the gateway is pinned to (and the server speaks).
+fn pin_discovered_versions(call: &Call, result: &mut Value) {
+    let pinned = call.gw.supported_on(true);
+    let server: Vec<&str> = result
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let both: Vec<&str> = pinned.iter().copied().filter(|v| server.contains(v)).collect();
+    result["supportedVersions"] = json!(if both.is_empty() { pinned } else { both });
 }
 
 /// Lists show only what the principal may use.
@@ -511,7 +529,7 @@ fn sanitize_error(mut msg: Value) -> Value {
 /// `server/discover` answered from the handshake, for a server that speaks only the session era.
 fn discover_from_handshake(call: &Call, id: &Value) -> Value {
     let info = call.gw.server_info();
-    let versions: Vec<String> = call.gw.allowed().iter().map(|r| r.as_str().to_string()).collect();
+    let versions = call.gw.supported_on(true);
     let mut result = json!({
         "resultType": "complete",
         "supportedVersions": versions,

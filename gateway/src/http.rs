@@ -275,8 +275,9 @@ async fn post_mcp(State(app): State<App>, h: HeaderMap, body: Bytes) -> Response
                 Some(_) => legacy_post(&app, &h, value, principal, trace).await,
                 None => {
                     let id = value.get("id").cloned();
-                    let supported: Vec<&str> =
-                        app.gw.allowed().iter().map(|r| r.as_str()).collect();
+                    // Without a session this is the stateless wire.
+                    let stateless = header_str(&h, "mcp-session-id").is_none();
+                    let supported = app.gw.supported_on(stateless);
                     error_response(
                         400,
                         id,
@@ -419,7 +420,7 @@ async fn stateless_post(
         }
     }
     if !gw.allowed().contains(&rev) {
-        let supported: Vec<&str> = gw.allowed().iter().map(|r| r.as_str()).collect();
+        let supported = gw.supported_on(true);
         return error_response(
             400,
             Some(id),
@@ -676,7 +677,7 @@ async fn initialize(
         .to_string();
     let allowed: Vec<Rev> = gw.allowed().into_iter().filter(|r| !r.stateless()).collect();
     let Some(rev) = Rev::parse(&requested).filter(|r| allowed.contains(r)) else {
-        let supported: Vec<&str> = gw.allowed().iter().map(|r| r.as_str()).collect();
+        let supported = gw.supported_on(false);
         return Err(error_response(
             400,
             Some(id),

@@ -194,6 +194,15 @@ impl Gateway {
         self.config().protocol.versions.iter().filter_map(|v| Rev::parse(v)).collect()
     }
 
+    /// The allowed revisions a client can use on one wire (stateless or session era): what
+    /// `server/discover` and UnsupportedProtocolVersion errors offer, newest first.
+    pub fn supported_on(&self, stateless: bool) -> Vec<&'static str> {
+        let mut revs: Vec<Rev> =
+            self.allowed().into_iter().filter(|r| r.stateless() == stateless).collect();
+        revs.sort_unstable_by(|a, b| b.cmp(a));
+        revs.into_iter().map(Rev::as_str).collect()
+    }
+
     pub fn session(&self, id: &str) -> Option<Arc<DownSession>> {
         self.sessions.lock().ok().and_then(|s| s.get(id).cloned())
     }

@@ -46,7 +46,21 @@ pub struct Bounds {
     pub max_event: usize,
 }
 
-type Incoming = mpsc::Receiver<Result<Value, UpstreamError>>;
+/// A message from the server and, for Streamable HTTP, the (upstream) id of the request whose
+/// response stream carried it: the transport says which request such messages belong to.
+#[derive(Debug)]
+pub struct Arrival {
+    pub msg: Value,
+    pub on_stream_of: Option<Value>,
+}
+
+impl Arrival {
+    fn unrelated(msg: Value) -> Arrival {
+        Arrival { msg, on_stream_of: None }
+    }
+}
+
+type Incoming = mpsc::Receiver<Result<Arrival, UpstreamError>>;
 
 /// Headers the gateway sets on HTTP requests to the server.
 #[derive(Debug, Clone, Default)]
@@ -117,6 +131,7 @@ impl Pipe {
                             continue;
                         }
                         let msg = serde_json::from_str::<Value>(text.trim())
+                            .map(Arrival::unrelated)
                             .map_err(|e| UpstreamError::Malformed(e.to_string()));
                         if in_tx.send(msg).await.is_err() {
                             return;
@@ -188,6 +203,7 @@ impl Pipe {
                         continue;
                     }
                     let msg = serde_json::from_str::<Value>(&ev.data)
+                        .map(Arrival::unrelated)
                         .map_err(|e| UpstreamError::Malformed(e.to_string()));
                     if in_tx.send(msg).await.is_err() {
                         return;
@@ -242,7 +258,7 @@ impl Pipe {
     }
 
     /// Opens the server-initiated message stream of a Streamable HTTP session (GET).
-    pub fn listen(&self, tx: mpsc::Sender<Result<Value, UpstreamError>>, bounds: Bounds) {
+    pub fn listen(&self, tx: mpsc::Sender<Result<Arrival, UpstreamError>>, bounds: Bounds) {
         let Some((c, u, s)) = self.http.clone() else { return };
         tokio::spawn(async move {
             let (id, version) = match s.lock() {
@@ -268,6 +284,7 @@ impl Pipe {
                         continue;
                     }
                     let msg = serde_json::from_str::<Value>(&ev.data)
+                        .map(Arrival::unrelated)
                         .map_err(|e| UpstreamError::Malformed(e.to_string()));
                     if tx.send(msg).await.is_err() {
                         return;
@@ -299,7 +316,7 @@ async fn post(
     url: &str,
     state: &Mutex<HttpState>,
     msg: Value,
-    tx: &mpsc::Sender<Result<Value, UpstreamError>>,
+    tx: &mpsc::Sender<Result<Arrival, UpstreamError>>,
     bounds: Bounds,
 ) {
     let id = msg.get("id").cloned();
@@ -310,7 +327,7 @@ async fn post(
         async move {
             match id {
                 Some(id) if !id.is_null() => {
-                    let _ = tx.send(Ok(json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::UPSTREAM_UNAVAILABLE, "message": e.to_string()}}))).await;
+                    let _ = tx.send(Ok(Arrival::unrelated(json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::UPSTREAM_UNAVAILABLE, "message": e.to_string()}})))).await;
                 }
                 _ => debug!(error = %e, "notification to the server failed"),
             }
@@ -364,6 +381,7 @@ async fn post(
                 Ok(events) => {
                     for ev in events.into_iter().filter(|e| !e.data.trim().is_empty()) {
                         let m = serde_json::from_str::<Value>(&ev.data)
+                            .map(|msg| Arrival { msg, on_stream_of: id.clone() })
                             .map_err(|e| UpstreamError::Malformed(e.to_string()));
                         if tx.send(m).await.is_err() {
                             return;
@@ -388,7 +406,7 @@ async fn post(
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Array(items)) => {
             for m in items {
-                let _ = tx.send(Ok(m)).await;
+                let _ = tx.send(Ok(Arrival { msg: m, on_stream_of: id.clone() })).await;
             }
         }
         Ok(mut v) if v.is_object() => {
@@ -399,7 +417,7 @@ async fn post(
             {
                 v["id"] = id;
             }
-            let _ = tx.send(Ok(v)).await;
+            let _ = tx.send(Ok(Arrival { msg: v, on_stream_of: id.clone() })).await;
         }
         _ if !status.is_success() => {
             fail(UpstreamError::Unreachable(format!("the server answered HTTP {status}"))).await
@@ -462,7 +480,7 @@ impl Session {
         tokio::spawn(async move {
             while let Some(item) = incoming.recv().await {
                 match item {
-                    Ok(v) => dispatch(&routing, v).await,
+                    Ok(a) => dispatch(&routing, a).await,
                     Err(e) => {
                         close_all(&routing, e);
                         return;
@@ -570,7 +588,11 @@ impl Session {
     }
 }
 
-async fn dispatch(routing: &Mutex<Routing>, mut v: Value) {
+/// The stateless revision's subscription notifications name the request that opened them.
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+async fn dispatch(routing: &Mutex<Routing>, arrival: Arrival) {
+    let Arrival { msg: mut v, on_stream_of } = arrival;
     let id = v.get("id").filter(|i| !i.is_null()).cloned();
     let is_response = v.get("result").is_some() || v.get("error").is_some();
     let target: Option<Sink> = {
@@ -596,7 +618,28 @@ async fn dispatch(routing: &Mutex<Routing>, mut v: Value) {
                 None => r.unsolicited.clone(),
             }
         } else {
-            r.unsolicited.clone()
+            // A message on a request's own stream, or one naming its subscription, belongs to
+            // that request; ids are the gateway's, so the client's is put back.
+            let subscription =
+                v.pointer("/params/_meta").and_then(|m| m.get(SUBSCRIPTION_ID)).cloned();
+            // Server requests keep going to the session's stream, where answers are tracked.
+            let owner = on_stream_of
+                .as_ref()
+                .filter(|_| id.is_none())
+                .or(subscription.as_ref())
+                .and_then(|uid| r.pending.get(&key(uid)).cloned());
+            match owner {
+                Some((client_id, sink)) => {
+                    if subscription.is_some()
+                        && let Some(meta) =
+                            v.pointer_mut("/params/_meta").and_then(Value::as_object_mut)
+                    {
+                        meta.insert(SUBSCRIPTION_ID.into(), client_id);
+                    }
+                    Some(sink)
+                }
+                None => r.unsolicited.clone(),
+            }
         }
     };
     if let Some(sink) = target {

@@ -352,3 +352,62 @@ async fn an_unavailable_server_is_reported_without_internal_addresses() {
         assert!(!a.text.contains(secret), "the error reveals {secret:?}: {}", a.text);
     }
 }
+
+/// Reads SSE `data:` lines of a streaming response until `n` messages arrived.
+async fn first_events(resp: reqwest::Response, n: usize) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, body.next()).await.expect("events in time");
+        let Some(Ok(chunk)) = chunk else { break };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = buf.find('\n') {
+            let line: String = buf.drain(..=i).collect();
+            if let Some(data) = line.trim().strip_prefix("data:") {
+                out.push(serde_json::from_str(data.trim()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A subscription stream stays open past the request timeout and carries the client's id.
+async fn subscription_through(gw: &Gw) {
+    let body = json!({"jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": true}, "_meta": meta()}});
+    let resp = reqwest::Client::new()
+        .post(&gw.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS)
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let events = first_events(resp, 1).await;
+    let ack = events.first().expect("an acknowledgement");
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+    assert_eq!(ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "sub-1", "{ack}");
+    assert_eq!(ack["params"]["notifications"]["toolsListChanged"], true, "{ack}");
+}
+
+#[tokio::test]
+async fn subscriptions_reach_their_client_over_http_and_stdio() {
+    let (_server, gw) = setup().await;
+    subscription_through(&gw).await;
+    let argv = vec![
+        python().display().to_string(),
+        repo().join("gateway/tests/peers/py_server.py").display().to_string(),
+        "stdio".to_string(),
+    ];
+    let (_bridge, socket) = bridge(&argv, &[]).await;
+    let gw =
+        gateway(config(json!({"kind": "stdio", "socket": socket, "sandbox": {}}), ALL_VERSIONS))
+            .await;
+    subscription_through(&gw).await;
+}

@@ -142,7 +142,7 @@ pub fn config(upstream: Value, versions: &[&str]) -> Value {
         "upstream": upstream,
         "protocol": {"versions": versions},
         "auth": {},
-        "authorization": {"roles": [{"name": "all", "subjects": [{"claim": "sub", "values": ["anonymous"]}], "methods": ["*", "*/*"], "tools": ["*"], "resources": ["**"], "prompts": ["*"]}]},
+        "authorization": {"roles": [{"name": "all", "subjects": [{"claim": "sub", "values": ["anonymous"]}], "methods": ["**"], "tools": ["*"], "resources": ["**"], "prompts": ["*"]}]},
         "toolDefaults": {"unlisted": "AllowAsRead"}
     })
 }
