@@ -272,26 +272,49 @@ pub async fn request(
         params = Some(json!({"_meta": {"traceparent": call.trace.child().header()}}));
     }
 
-    let exchange = match upstream.request(id.clone(), &method, params).await {
+    let mut exchange = match upstream.request(id.clone(), &method, params).await {
         Ok(x) => x,
         Err(e) => {
             debug!(error = %e, "forwarding failed");
             return err(&id, UPSTREAM_UNAVAILABLE, "The MCP server is unavailable");
         }
     };
-    let (tx, rx) = mpsc::channel(64);
     let started = Instant::now();
     let tool = (method == "tools/call").then(|| item_name.clone()).flatten();
-    tokio::spawn(relay(
-        call,
-        exchange,
-        Relay { def, method, id, translate, tool },
-        tx,
-        started,
-        global,
-        local,
-    ));
-    Reply::Stream(rx)
+    let timeout = Duration::from_secs(call.cfg.limits.request_timeout_seconds as u64);
+    // A subscription stream lives until either side ends it; it holds its in-flight slot.
+    let timeout =
+        if method == "subscriptions/listen" { Duration::from_secs(365 * 86_400) } else { timeout };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let r = Relay { def, method, id, translate, tool, started, deadline, timeout };
+    call.gw.metrics.in_flight.inc();
+    // Most answers are a single message: reply without a relay task. If the client goes away
+    // meanwhile, dropping the exchange tells the server to stop.
+    let first = tokio::select! {
+        m = exchange.next() => Step::Message(m),
+        _ = tokio::time::sleep_until(deadline) => Step::TimedOut,
+    };
+    match first {
+        Step::Message(Some(m)) if is_final(&m) => {
+            let (reply, outcome) = finish(&call, &r, m);
+            r.done(&call, outcome);
+            Reply::Final(reply)
+        }
+        first => {
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(relay(call, exchange, r, first, tx, global, local));
+            Reply::Stream(rx)
+        }
+    }
+}
+
+fn is_final(m: &Value) -> bool {
+    m.get("result").is_some() || m.get("error").is_some()
+}
+
+enum Step {
+    Message(Option<Value>),
+    TimedOut,
 }
 
 /// What the relay needs to know about the request it relays.
@@ -302,52 +325,79 @@ struct Relay {
     translate: bool,
     /// The tool called, for `outputSchema` checks.
     tool: Option<String>,
+    started: Instant,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
 }
 
+impl Relay {
+    fn done(&self, call: &Call, outcome: &str) {
+        call.gw.metrics.in_flight.dec();
+        call.gw.metrics.count(&self.method, outcome);
+        call.gw.metrics.duration.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The final message, checked, with the client's id; and the outcome for metrics.
+fn finish(call: &Call, r: &Relay, mut msg: Value) -> (Value, &'static str) {
+    msg["id"] = r.id.clone();
+    let final_msg = checked_final(call, r.def, &r.method, msg, r.translate, r.tool.as_deref());
+    let ok = final_msg.get("result").is_some();
+    (final_msg, if ok { "ok" } else { "error" })
+}
+
+/// Streams what the server sends for one request (progress, logs, subscription
+/// notifications) until its final message, the deadline, or the client leaving.
 async fn relay(
     call: Arc<Call>,
     mut exchange: crate::upstream::Exchange,
     r: Relay,
+    first: Step,
     tx: mpsc::Sender<Value>,
-    started: Instant,
     _global: OwnedSemaphorePermit,
     _local: Option<OwnedSemaphorePermit>,
 ) {
-    let Relay { def, method, id, translate, tool } = r;
-    call.gw.metrics.in_flight.inc();
-    let timeout = Duration::from_secs(call.cfg.limits.request_timeout_seconds as u64);
-    // A subscription stream lives until either side ends it; it holds its in-flight slot.
-    let timeout =
-        if method == "subscriptions/listen" { Duration::from_secs(365 * 86_400) } else { timeout };
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending = Some(first);
     let outcome = loop {
-        let next = tokio::select! {
-            m = exchange.rx.recv() => m,
-            _ = tokio::time::sleep_until(deadline) => {
+        let next = match pending.take() {
+            Some(step) => step,
+            None => tokio::select! {
+                m = exchange.next() => Step::Message(m),
+                _ = tokio::time::sleep_until(r.deadline) => Step::TimedOut,
+                _ = tx.closed() => {
+                    exchange.cancel("the client disconnected").await;
+                    break "cancelled";
+                }
+            },
+        };
+        let msg = match next {
+            Step::TimedOut => {
                 exchange.cancel("the gateway's request timeout elapsed").await;
-                let _ = tx.send(jsonrpc::error(Some(id.clone()), UPSTREAM_UNAVAILABLE, format!("The MCP server did not answer within {}s", timeout.as_secs()), None)).await;
+                let _ = tx
+                    .send(jsonrpc::error(
+                        Some(r.id.clone()),
+                        UPSTREAM_UNAVAILABLE,
+                        format!("The MCP server did not answer within {}s", r.timeout.as_secs()),
+                        None,
+                    ))
+                    .await;
                 break "timeout";
             }
-            _ = tx.closed() => {
-                // The client went away: tell the server to stop.
-                exchange.cancel("the client disconnected").await;
-                break "cancelled";
+            Step::Message(None) => {
+                let _ = tx
+                    .send(jsonrpc::error(
+                        Some(r.id.clone()),
+                        UPSTREAM_UNAVAILABLE,
+                        "The MCP server closed the connection",
+                        None,
+                    ))
+                    .await;
+                break "upstream_closed";
             }
+            Step::Message(Some(m)) => m,
         };
-        let Some(mut msg) = next else {
-            let _ = tx
-                .send(jsonrpc::error(
-                    Some(id.clone()),
-                    UPSTREAM_UNAVAILABLE,
-                    "The MCP server closed the connection",
-                    None,
-                ))
-                .await;
-            break "upstream_closed";
-        };
-        let is_final = msg.get("result").is_some() || msg.get("error").is_some();
-        if !is_final {
-            if let Some(m) = checked_notification(&call, msg, translate)
+        if !is_final(&msg) {
+            if let Some(m) = checked_notification(&call, msg, r.translate)
                 && tx.send(m).await.is_err()
             {
                 exchange.cancel("the client disconnected").await;
@@ -355,15 +405,11 @@ async fn relay(
             }
             continue;
         }
-        msg["id"] = id.clone();
-        let final_msg = checked_final(&call, def, &method, msg, translate, tool.as_deref());
-        let ok = final_msg.get("result").is_some();
+        let (final_msg, outcome) = finish(&call, &r, msg);
         let _ = tx.send(final_msg).await;
-        break if ok { "ok" } else { "error" };
+        break outcome;
     };
-    call.gw.metrics.in_flight.dec();
-    call.gw.metrics.count(&method, outcome);
-    call.gw.metrics.duration.observe(started.elapsed().as_secs_f64());
+    r.done(&call, outcome);
 }
 
 /// A notification from the server on a request's stream, if it may reach the client.

@@ -69,16 +69,32 @@ struct HttpState {
     protocol_version: Option<String>,
 }
 
+/// A Streamable HTTP connection: every message is its own POST.
+struct HttpPipe {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    state: Arc<Mutex<HttpState>>,
+    incoming: mpsc::Sender<Result<Arrival, UpstreamError>>,
+    bounds: Bounds,
+}
+
 /// A bidirectional stream of JSON-RPC messages to one server connection.
 #[derive(Clone)]
 pub struct Pipe {
-    out: mpsc::Sender<Value>,
-    http: Option<(reqwest::Client, String, Arc<Mutex<HttpState>>)>,
+    /// Message-oriented transports (stdio socket, legacy SSE) write through this.
+    out: Option<mpsc::Sender<Value>>,
+    http: Option<Arc<HttpPipe>>,
 }
 
+/// One client (and connection pool) for every connection to the server: sessions share it.
 fn http_client() -> reqwest::Client {
-    // Loopback only and no TLS: the server runs in the same pod.
-    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(64).build().unwrap_or_default()
+    static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+        // Loopback only: the server runs in the same pod. The provider must exist before any
+        // rustls-backed client is built, whichever binary or test builds it first.
+        palisade_https::install_crypto_provider();
+        reqwest::Client::builder().no_proxy().pool_max_idle_per_host(64).build().unwrap_or_default()
+    });
+    CLIENT.clone()
 }
 
 impl Pipe {
@@ -88,7 +104,7 @@ impl Pipe {
     ) -> Result<(Pipe, Incoming), UpstreamError> {
         match target {
             Target::Stdio { socket } => Self::stdio(socket, bounds).await,
-            Target::Http { url } => Ok(Self::streamable_http(url, bounds)),
+            Target::Http { url } => Self::streamable_http(url, bounds),
             Target::Sse { url } => Self::legacy_sse(url, bounds).await,
         }
     }
@@ -144,23 +160,21 @@ impl Pipe {
                 }
             }
         });
-        Ok((Pipe { out: out_tx, http: None }, in_rx))
+        Ok((Pipe { out: Some(out_tx), http: None }, in_rx))
     }
 
-    fn streamable_http(url: &str, bounds: Bounds) -> (Pipe, Incoming) {
-        let client = http_client();
-        let state = Arc::new(Mutex::new(HttpState::default()));
-        let (out_tx, mut out_rx) = mpsc::channel::<Value>(64);
-        let (in_tx, in_rx) = mpsc::channel(256);
-        let (c, u, s) = (client.clone(), url.to_string(), state.clone());
-        tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                let (c, u, s, tx) = (c.clone(), u.clone(), s.clone(), in_tx.clone());
-                // Requests run concurrently; each POST's answer flows into the same stream.
-                tokio::spawn(async move { post(&c, &u, &s, msg, &tx, bounds).await });
-            }
-        });
-        (Pipe { out: out_tx, http: Some((client, url.to_string(), state)) }, in_rx)
+    fn streamable_http(url: &str, bounds: Bounds) -> Result<(Pipe, Incoming), UpstreamError> {
+        let url =
+            reqwest::Url::parse(url).map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let (incoming, in_rx) = mpsc::channel(256);
+        let http = HttpPipe {
+            client: http_client(),
+            url,
+            state: Arc::new(Mutex::new(HttpState::default())),
+            incoming,
+            bounds,
+        };
+        Ok((Pipe { out: None, http: Some(Arc::new(http)) }, in_rx))
     }
 
     async fn legacy_sse(url: &str, bounds: Bounds) -> Result<(Pipe, Incoming), UpstreamError> {
@@ -224,17 +238,26 @@ impl Pipe {
                 let _ = c.post(&endpoint).json(&msg).send().await;
             }
         });
-        Ok((Pipe { out: out_tx, http: None }, in_rx))
+        Ok((Pipe { out: Some(out_tx), http: None }, in_rx))
     }
 
     pub async fn send(&self, msg: Value) -> Result<(), UpstreamError> {
-        self.out.send(msg).await.map_err(|_| UpstreamError::Closed)
+        if let Some(h) = &self.http {
+            // Requests run concurrently; each POST's answer flows into the same stream.
+            let h = h.clone();
+            tokio::spawn(async move { post(&h, msg).await });
+            return Ok(());
+        }
+        match &self.out {
+            Some(out) => out.send(msg).await.map_err(|_| UpstreamError::Closed),
+            None => Err(UpstreamError::Closed),
+        }
     }
 
     /// Sets the revision the Streamable HTTP transport announces in `MCP-Protocol-Version`.
     pub fn set_protocol_version(&self, rev: &str) {
-        if let Some((_, _, s)) = &self.http
-            && let Ok(mut s) = s.lock()
+        if let Some(h) = &self.http
+            && let Ok(mut s) = h.state.lock()
         {
             s.protocol_version = Some(rev.to_string());
         }
@@ -242,13 +265,13 @@ impl Pipe {
 
     /// Ends an HTTP session (DELETE with its id); other transports end when dropped.
     pub async fn close(&self) {
-        if let Some((c, u, s)) = &self.http {
-            let (id, version) = match s.lock() {
+        if let Some(h) = &self.http {
+            let (id, version) = match h.state.lock() {
                 Ok(g) => (g.session_id.clone(), g.protocol_version.clone()),
                 Err(_) => (None, None),
             };
             if let Some(id) = id {
-                let mut req = c.delete(u).header("mcp-session-id", id);
+                let mut req = h.client.delete(h.url.clone()).header("mcp-session-id", id);
                 if let Some(v) = version {
                     req = req.header("mcp-protocol-version", v);
                 }
@@ -259,15 +282,18 @@ impl Pipe {
 
     /// Opens the server-initiated message stream of a Streamable HTTP session (GET).
     pub fn listen(&self, tx: mpsc::Sender<Result<Arrival, UpstreamError>>, bounds: Bounds) {
-        let Some((c, u, s)) = self.http.clone() else { return };
+        let Some(h) = self.http.clone() else { return };
         tokio::spawn(async move {
-            let (id, version) = match s.lock() {
+            let (id, version) = match h.state.lock() {
                 Ok(g) => (g.session_id.clone(), g.protocol_version.clone()),
                 Err(_) => return,
             };
             let Some(id) = id else { return };
-            let mut req =
-                c.get(&u).header("accept", "text/event-stream").header("mcp-session-id", id);
+            let mut req = h
+                .client
+                .get(h.url.clone())
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", id);
             if let Some(v) = version {
                 req = req.header("mcp-protocol-version", v);
             }
@@ -311,14 +337,8 @@ fn routing_headers(msg: &Value) -> Vec<(&'static str, String)> {
     h
 }
 
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    state: &Mutex<HttpState>,
-    msg: Value,
-    tx: &mpsc::Sender<Result<Arrival, UpstreamError>>,
-    bounds: Bounds,
-) {
+async fn post(h: &HttpPipe, msg: Value) {
+    let (client, state, tx, bounds) = (&h.client, &h.state, &h.incoming, h.bounds);
     let id = msg.get("id").cloned();
     let fail = |e: UpstreamError| {
         // A transport failure answers the request it was for.
@@ -338,7 +358,7 @@ async fn post(
         Err(_) => (None, None),
     };
     let mut req = client
-        .post(url)
+        .post(h.url.clone())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
     if let Some(s) = &session {
@@ -461,14 +481,47 @@ pub struct Exchange {
     pub rx: mpsc::Receiver<Value>,
     upstream_id: Value,
     session: Arc<Session>,
+    /// The response arrived or the server was told to stop: nothing to cancel on drop.
+    settled: bool,
 }
 
 impl Exchange {
-    /// Tells the server the client gave up (legacy era).
-    pub async fn cancel(&self, reason: &str) {
-        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": self.upstream_id, "reason": reason}});
-        let _ = self.session.pipe.send(note).await;
+    /// Tells the server the client gave up.
+    pub async fn cancel(&mut self, reason: &str) {
+        self.settled = true;
+        let _ = self.session.pipe.send(cancelled(&self.upstream_id, reason)).await;
         self.session.forget(&self.upstream_id);
+    }
+
+    /// The next message for this request; the final one settles the exchange.
+    pub async fn next(&mut self) -> Option<Value> {
+        let m = self.rx.recv().await;
+        match &m {
+            Some(v) if v.get("result").is_some() || v.get("error").is_some() => self.settled = true,
+            None => self.settled = true,
+            _ => {}
+        }
+        m
+    }
+}
+
+fn cancelled(upstream_id: &Value, reason: &str) -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": upstream_id, "reason": reason}})
+}
+
+impl Drop for Exchange {
+    /// Whoever waited for the answer is gone (the client disconnected): the server stops too.
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (session, id) = (self.session.clone(), self.upstream_id.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = session.pipe.send(cancelled(&id, "the client disconnected")).await;
+                session.forget(&id);
+            });
+        }
     }
 }
 
@@ -544,7 +597,7 @@ impl Session {
             self.forget(&upstream_id);
             return Err(e);
         }
-        Ok(Exchange { rx, upstream_id, session: self.clone() })
+        Ok(Exchange { rx, upstream_id, session: self.clone(), settled: false })
     }
 
     /// Sends a request and waits for its response (initialize, discover, probes).
@@ -556,7 +609,7 @@ impl Session {
     ) -> Result<Value, UpstreamError> {
         let mut ex = self.request(Value::from(0), method, params).await?;
         let wait = async {
-            while let Some(m) = ex.rx.recv().await {
+            while let Some(m) = ex.next().await {
                 if m.get("result").is_some() || m.get("error").is_some() {
                     return Ok(m);
                 }

@@ -160,6 +160,8 @@ pub struct Gw {
 
 /// Starts the gateway and waits until its handshake with the server succeeded.
 pub async fn gateway(cfg: Value) -> Gw {
+    // The workspace build unifies reqwest onto rustls without a default provider.
+    palisade_https::install_crypto_provider();
     let dir = scratch("gw");
     let path = dir.join("gateway.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
