@@ -91,6 +91,10 @@ pub struct AuthConfig {
     pub mtls: Option<MtlsConfig>,
     #[serde(default)]
     pub mode: AuthMode,
+    /// Extra trust anchors (PEM) for the issuer's HTTPS endpoints, for private identity
+    /// providers; the system roots are used as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_ca_file: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -80,4 +80,16 @@ pub fn emit(gw: &Gateway, kind: Kind, request_id: &str, principal: &str, detail:
         "detail": detail,
     });
     warn!(target: "palisade::security", security_event = %event, "{}", kind.as_str());
+    // Security events are part of the tamper-evident record too.
+    gw.audit.record(
+        "security_event",
+        json!({
+            "kind": kind.as_str(),
+            "severity": kind.severity(),
+            "mitre_attack": kind.technique(),
+            "request_id": request_id,
+            "principal": principal,
+            "detail": detail,
+        }),
+    );
 }

@@ -16,6 +16,7 @@ use crate::events::{self, Kind};
 use crate::jsonrpc::{
     self, INVALID_PARAMS, LIMIT_EXCEEDED, METHOD_NOT_FOUND, UPSTREAM_INVALID, UPSTREAM_UNAVAILABLE,
 };
+use crate::mediate::Mediation;
 use crate::policy::{ItemKind, Principal};
 use crate::state::{DownSession, Gateway};
 use crate::trace::TraceContext;
@@ -52,27 +53,30 @@ impl Call {
     }
 }
 
-/// Tool definitions seen in `tools/list` results, for `outputSchema` checks of results.
+/// Tool definitions seen in `tools/list` results (the startup handshake and clients' lists):
+/// input schemas for argument checks, output schemas for result checks, annotations.
 #[derive(Default)]
 pub struct ToolCache {
-    schemas: Mutex<HashMap<String, Value>>,
+    tools: Mutex<HashMap<String, Arc<Value>>>,
 }
 
 impl ToolCache {
     pub fn learn(&self, tools: &[Value]) {
-        if let Ok(mut m) = self.schemas.lock() {
+        if let Ok(mut m) = self.tools.lock() {
             for t in tools {
-                if let (Some(name), Some(schema)) =
-                    (t.get("name").and_then(Value::as_str), t.get("outputSchema"))
-                {
-                    m.insert(name.to_string(), schema.clone());
+                if let Some(name) = t.get("name").and_then(Value::as_str) {
+                    m.insert(name.to_string(), Arc::new(t.clone()));
                 }
             }
         }
     }
 
+    pub fn get(&self, name: &str) -> Option<Arc<Value>> {
+        self.tools.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+
     fn output_schema(&self, name: &str) -> Option<Value> {
-        self.schemas.lock().ok().and_then(|m| m.get(name).cloned())
+        self.get(name).and_then(|t| t.get("outputSchema").cloned())
     }
 }
 
@@ -203,6 +207,57 @@ pub async fn request(
         call.gw.metrics.count(&method, "denied");
         return not_found(&id, kind, &name);
     }
+    if let Err(e) = call.gw.quotas.take(
+        &call.principal.subject,
+        "requests per minute",
+        u64::from(call.cfg.limits.requests_per_minute),
+        Duration::from_secs(60),
+    ) {
+        call.event(Kind::RateLimit, &format!("{method}: requests per minute exceeded"));
+        return Reply::Final(jsonrpc::error(
+            Some(id),
+            LIMIT_EXCEEDED,
+            format!("Rate limit reached; retry after {} s", e.retry_after_seconds),
+            Some(json!({"retryAfterSeconds": e.retry_after_seconds})),
+        ));
+    }
+    let params_hash = params.as_ref().map(crate::audit::digest);
+    let mut approval = None;
+    if method == "tools/call"
+        && let Some(p) = params.as_mut()
+    {
+        match crate::toolgate::check(&call, &id, p).await {
+            Ok(Ok(passed)) => approval = passed.approval,
+            Ok(Err(plan)) => {
+                audit_call(
+                    &call,
+                    &method,
+                    item_name.as_deref(),
+                    params_hash.as_deref(),
+                    "plan",
+                    "approval required",
+                    None,
+                    None,
+                );
+                return Reply::Final(plan);
+            }
+            Err(r) => {
+                call.event(r.kind, &r.reason);
+                call.gw.metrics.count(&method, "denied");
+                audit_call(
+                    &call,
+                    &method,
+                    item_name.as_deref(),
+                    params_hash.as_deref(),
+                    "deny",
+                    &r.reason,
+                    None,
+                    None,
+                );
+                return Reply::Final(r.response);
+            }
+        }
+    }
 
     // Limits: in flight in total and per session.
     let Ok(global) = call.gw.in_flight.clone().try_acquire_owned() else {
@@ -286,7 +341,21 @@ pub async fn request(
     let timeout =
         if method == "subscriptions/listen" { Duration::from_secs(365 * 86_400) } else { timeout };
     let deadline = tokio::time::Instant::now() + timeout;
-    let r = Relay { def, method, id, translate, tool, started, deadline, timeout };
+    let approval = approval.map(|p| (p.id, p.hash));
+    let item = item_name.clone();
+    let r = Relay {
+        def,
+        method,
+        id,
+        translate,
+        tool,
+        item,
+        started,
+        deadline,
+        timeout,
+        params_hash,
+        approval,
+    };
     call.gw.metrics.in_flight.inc();
     // Most answers are a single message: reply without a relay task. If the client goes away
     // meanwhile, dropping the exchange tells the server to stop.
@@ -296,8 +365,8 @@ pub async fn request(
     };
     match first {
         Step::Message(Some(m)) if is_final(&m) => {
-            let (reply, outcome) = finish(&call, &r, m);
-            r.done(&call, outcome);
+            let (reply, outcome, med) = finish(&call, &r, m);
+            r.done(&call, outcome, Some((&reply, &med)));
             Reply::Final(reply)
         }
         first => {
@@ -325,13 +394,38 @@ struct Relay {
     translate: bool,
     /// The tool called, for `outputSchema` checks.
     tool: Option<String>,
+    /// The resource or prompt the request is about, for the audit record.
+    item: Option<String>,
     started: Instant,
     deadline: tokio::time::Instant,
     timeout: Duration,
+    params_hash: Option<String>,
+    /// The approval (ID, plan hash) this call redeemed.
+    approval: Option<(String, String)>,
 }
 
 impl Relay {
-    fn done(&self, call: &Call, outcome: &str) {
+    fn done(&self, call: &Call, outcome: &str, answer: Option<(&Value, &Mediation)>) {
+        let result_hash = answer.and_then(|(m, _)| m.get("result")).map(crate::audit::digest);
+        let mut extra = json!({"outcome": outcome, "latency_ms": self.started.elapsed().as_secs_f64() * 1000.0});
+        if let Some((_, med)) = answer {
+            extra["redactions"] = med.redaction_counts();
+            extra["truncated_bytes"] = json!(med.truncated_bytes);
+        }
+        if let Some((id, hash)) = &self.approval {
+            extra["approval_id"] = json!(id);
+            extra["plan_hash"] = json!(hash);
+        }
+        audit_call(
+            call,
+            &self.method,
+            self.tool.as_deref().or(self.item.as_deref()),
+            self.params_hash.as_deref(),
+            "allow",
+            "",
+            result_hash.as_deref(),
+            Some(extra),
+        );
         call.gw.metrics.in_flight.dec();
         call.gw.metrics.count(&self.method, outcome);
         call.gw.metrics.duration.observe(self.started.elapsed().as_secs_f64());
@@ -339,11 +433,48 @@ impl Relay {
 }
 
 /// The final message, checked, with the client's id; and the outcome for metrics.
-fn finish(call: &Call, r: &Relay, mut msg: Value) -> (Value, &'static str) {
+fn finish(call: &Call, r: &Relay, mut msg: Value) -> (Value, &'static str, Mediation) {
     msg["id"] = r.id.clone();
-    let final_msg = checked_final(call, r.def, &r.method, msg, r.translate, r.tool.as_deref());
+    let mut final_msg = checked_final(call, r.def, &r.method, msg, r.translate, r.tool.as_deref());
     let ok = final_msg.get("result").is_some();
-    (final_msg, if ok { "ok" } else { "error" })
+    let med = match final_msg.get_mut("result") {
+        Some(result) => crate::mediate::result(&r.method, result, &call.cfg.limits),
+        None => Mediation::default(),
+    };
+    if med.total_redactions() > 0 {
+        debug!(method = %r.method, redactions = med.total_redactions(), "secrets redacted from a result");
+    }
+    (final_msg, if ok { "ok" } else { "error" }, med)
+}
+
+/// One audit record per call (allowed, refused, or answered with a plan).
+#[allow(clippy::too_many_arguments)]
+pub fn audit_call(
+    call: &Call,
+    method: &str,
+    name: Option<&str>,
+    params_hash: Option<&str>,
+    decision: &str,
+    reason: &str,
+    result_hash: Option<&str>,
+    extra: Option<Value>,
+) {
+    let mut rec = json!({
+        "request_id": call.request_id(),
+        "principal": call.principal.subject,
+        "session": call.session.as_ref().map(|s| crate::state::short(&s.id)),
+        "revision": call.rev.as_str(),
+        "method": method,
+        "name": name,
+        "params_sha256": params_hash,
+        "result_sha256": result_hash,
+        "decision": decision,
+        "reason": reason,
+    });
+    if let (Some(Value::Object(e)), Some(r)) = (extra, rec.as_object_mut()) {
+        r.extend(e);
+    }
+    call.gw.audit.record("call", rec);
 }
 
 /// Streams what the server sends for one request (progress, logs, subscription
@@ -405,11 +536,12 @@ async fn relay(
             }
             continue;
         }
-        let (final_msg, outcome) = finish(&call, &r, msg);
+        let (final_msg, outcome, med) = finish(&call, &r, msg);
+        r.done(&call, outcome, Some((&final_msg, &med)));
         let _ = tx.send(final_msg).await;
-        break outcome;
+        return;
     };
-    r.done(&call, outcome);
+    r.done(&call, outcome, None);
 }
 
 /// A notification from the server on a request's stream, if it may reach the client.
@@ -543,6 +675,7 @@ fn filter_result(call: &Call, method: &str, result: &mut Value) {
         items.retain(|item| {
             let name = item.get(name_key).and_then(Value::as_str).unwrap_or_default();
             call.gw.policy.item_allowed(&call.principal, kind, name)
+                && (kind != ItemKind::Tool || crate::toolgate::visible(&call.cfg, name))
         });
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,11 +43,142 @@ struct App {
 pub fn router(gw: Arc<Gateway>) -> Router {
     let path = gw.config().listen.path.clone();
     let app = App { gw, waiting: Arc::new(SseWaiting::default()) };
+    let metadata = axum::Router::new()
+        .route(crate::auth::PRM_PATH, get(protected_resource))
+        .route(&format!("{}{path}", crate::auth::PRM_PATH), get(protected_resource))
+        .with_state(app.gw.clone());
     Router::new()
         .route(&path, post(post_mcp).get(get_mcp).delete(delete_mcp))
         .route("/sse", get(get_sse))
         .route("/messages", post(post_messages))
+        .route("/approvals/{id}", get(get_approval).post(decide_approval))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authn))
         .with_state(app)
+        .merge(metadata)
+}
+
+/// Authenticates every request to the MCP and approval endpoints; the principal travels in
+/// the request's extensions. Nothing past this runs for an unauthenticated request.
+async fn authn(
+    State(app): State<App>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let cfg = app.gw.config();
+    let certs = req
+        .extensions()
+        .get::<palisade_https::Peer>()
+        .map(|p| p.certificates.clone())
+        .unwrap_or_default();
+    match app.gw.auth.authenticate(&cfg, req.headers(), req.uri().query(), &certs).await {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => {
+            let trace = trace_of(req.headers());
+            events::emit(&app.gw, Kind::AuthFailure, &trace.request_id(), "-", &e.to_string());
+            let mut r = json_response(
+                e.status().as_u16(),
+                &json!({"error": match e.status() {
+                    StatusCode::FORBIDDEN => "insufficient_scope",
+                    StatusCode::BAD_REQUEST => "invalid_request",
+                    StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+                    _ => "unauthorized",
+                }}),
+                &[],
+            );
+            if let Some(v) = crate::auth::challenge(&cfg, &e) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            r
+        }
+    }
+}
+
+/// RFC 9728 protected resource metadata (404 when no authorization server is configured).
+async fn protected_resource(State(gw): State<Arc<Gateway>>) -> Response {
+    match crate::auth::protected_resource_metadata(&gw.config()) {
+        Some(m) => json_response(200, &m, &[]),
+        None => plain(StatusCode::NOT_FOUND, "no authorization server configured"),
+    }
+}
+
+/// A plan, for approvers (and for the principal who asked).
+async fn get_approval(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match app.gw.approvals.get(&id) {
+        Some(p) if p.requester == principal.subject || app.gw.policy.is_approver(&principal) => {
+            json_response(200, &p.view(), &[])
+        }
+        _ => plain(StatusCode::NOT_FOUND, "no such approval"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Decision {
+    plan_hash: String,
+    approve: bool,
+}
+
+/// An approver approves (or denies) one exact plan, named by ID and hash.
+async fn decide_approval(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    h: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let trace = trace_of(&h);
+    if let Some(r) = precheck(&app.gw, &h, &trace) {
+        return r;
+    }
+    if !app.gw.policy.is_approver(&principal) {
+        events::emit(
+            &app.gw,
+            Kind::PolicyBlock,
+            &trace.request_id(),
+            &principal.subject,
+            "approval decision by a principal without the approver role",
+        );
+        return plain(StatusCode::FORBIDDEN, "approver role required");
+    }
+    let Ok(d) = serde_json::from_slice::<Decision>(&body) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"planHash\": \"...\", \"approve\": true|false}",
+        );
+    };
+    match app.gw.approvals.decide(&id, &d.plan_hash, &principal.subject, d.approve) {
+        Ok(plan) => {
+            app.gw.audit.record(
+                "approval",
+                json!({
+                    "request_id": trace.request_id(),
+                    "approval_id": plan.id,
+                    "plan_hash": plan.hash,
+                    "tool": plan.tool,
+                    "requester": plan.requester,
+                    "approver": principal.subject,
+                    "decision": if d.approve { "approved" } else { "denied" },
+                }),
+            );
+            info!(approval = %short(&plan.id), tool = %plan.tool, approver = %principal.subject, approve = d.approve, "approval decided");
+            json_response(200, &plan.view(), &[])
+        }
+        Err(e) => {
+            let status = match e {
+                crate::approvals::ApprovalError::Unknown(_) => StatusCode::NOT_FOUND,
+                crate::approvals::ApprovalError::SelfApproval => StatusCode::FORBIDDEN,
+                _ => StatusCode::CONFLICT,
+            };
+            json_response(status.as_u16(), &json!({"error": e.to_string()}), &[])
+        }
+    }
 }
 
 fn json_response(status: u16, body: &Value, extra: &[(&str, String)]) -> Response {
@@ -114,27 +245,6 @@ fn precheck(gw: &Gateway, h: &HeaderMap, trace: &TraceContext) -> Option<Respons
         return Some(plain(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     None
-}
-
-/// Authenticates the request. Identity is configured per server; until a method is
-/// configured the gateway serves an anonymous principal (local development and tests).
-fn authenticate(
-    gw: &Gateway,
-    _h: &HeaderMap,
-    trace: &TraceContext,
-) -> Result<Principal, Box<Response>> {
-    let cfg = gw.config();
-    if cfg.auth.oidc.is_none() && cfg.auth.mtls.is_none() {
-        return Ok(Principal::anonymous());
-    }
-    events::emit(
-        gw,
-        Kind::AuthFailure,
-        &trace.request_id(),
-        "-",
-        "authentication is configured but not available in this build",
-    );
-    Err(Box::new(plain(StatusCode::UNAUTHORIZED, "authentication required")))
 }
 
 fn body_limited(gw: &Gateway, body: &Bytes) -> bool {
@@ -220,7 +330,12 @@ fn status_for(v: &Value, stateless: bool) -> u16 {
 
 // --- POST -------------------------------------------------------------------------------------
 
-async fn post_mcp(State(app): State<App>, h: HeaderMap, body: Bytes) -> Response {
+async fn post_mcp(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
     let trace = trace_of(&h);
     let span = info_span!("mcp", request_id = %trace.request_id());
     async move {
@@ -250,10 +365,6 @@ async fn post_mcp(State(app): State<App>, h: HeaderMap, body: Bytes) -> Response
             );
             return error_response(413, None, INVALID_REQUEST, "Message too large", None);
         }
-        let principal = match authenticate(&app.gw, &h, &trace) {
-            Ok(p) => p,
-            Err(r) => return *r,
-        };
         let value: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) => {
@@ -871,7 +982,11 @@ fn event_stream(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn get_mcp(State(app): State<App>, h: HeaderMap) -> Response {
+async fn get_mcp(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    h: HeaderMap,
+) -> Response {
     let trace = trace_of(&h);
     if let Some(r) = precheck(&app.gw, &h, &trace) {
         return r;
@@ -886,10 +1001,6 @@ async fn get_mcp(State(app): State<App>, h: HeaderMap) -> Response {
     if !accepts(&h, "text/event-stream") {
         return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include text/event-stream");
     }
-    let principal = match authenticate(&app.gw, &h, &trace) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let Some(session) = header_str(&h, "mcp-session-id").and_then(|id| app.gw.session(id)) else {
         return if header_str(&h, "mcp-session-id").is_some() {
             error_response(404, None, INVALID_REQUEST, "Session not found", None)
@@ -923,7 +1034,11 @@ async fn get_mcp(State(app): State<App>, h: HeaderMap) -> Response {
     event_stream(rx, backlog, false, None)
 }
 
-async fn delete_mcp(State(app): State<App>, h: HeaderMap) -> Response {
+async fn delete_mcp(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    h: HeaderMap,
+) -> Response {
     let trace = trace_of(&h);
     if let Some(r) = precheck(&app.gw, &h, &trace) {
         return r;
@@ -935,10 +1050,6 @@ async fn delete_mcp(State(app): State<App>, h: HeaderMap) -> Response {
             .body(Body::empty())
             .unwrap_or_default();
     }
-    let principal = match authenticate(&app.gw, &h, &trace) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let Some(session) = header_str(&h, "mcp-session-id").and_then(|id| app.gw.session(id)) else {
         return error_response(404, None, INVALID_REQUEST, "Session not found", None);
     };
@@ -956,9 +1067,6 @@ async fn get_sse(State(app): State<App>, h: HeaderMap) -> Response {
     let trace = trace_of(&h);
     if let Some(r) = precheck(&app.gw, &h, &trace) {
         return r;
-    }
-    if let Err(r) = authenticate(&app.gw, &h, &trace) {
-        return *r;
     }
     if !app.gw.allowed().iter().any(|r| !r.stateless()) {
         return plain(StatusCode::NOT_FOUND, "the session-era transports are not enabled");
@@ -981,6 +1089,7 @@ struct SessionQuery {
 
 async fn post_messages(
     State(app): State<App>,
+    Extension(principal): Extension<Principal>,
     h: HeaderMap,
     Query(q): Query<SessionQuery>,
     body: Bytes,
@@ -989,10 +1098,6 @@ async fn post_messages(
     if let Some(r) = precheck(&app.gw, &h, &trace) {
         return r;
     }
-    let principal = match authenticate(&app.gw, &h, &trace) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     if body_limited(&app.gw, &body) {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
     }

@@ -24,6 +24,51 @@ enum Command {
     Bridge(palisade_gateway::bridge::Args),
     /// Copy this binary to DEST (the init container installs the bridge this way).
     Install { dest: PathBuf },
+    /// Work with audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check a log's hash chain (and checkpoint signatures with --public-key); names the first
+    /// bad line. Exit code 0: intact; 1: broken.
+    Verify {
+        file: PathBuf,
+        /// Ed25519 public key (SPKI PEM) of the gateway's audit signing key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+}
+
+fn audit_verify(file: &std::path::Path, public_key: Option<&std::path::Path>) -> ExitCode {
+    use palisade_gateway::audit;
+    let key = match public_key.map(audit::read_public_key).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("palisade-gateway: public key: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match audit::verify(file, key.as_ref()) {
+        Ok(v) => {
+            println!(
+                "{}: intact: {} records, {} checkpoints ({} signature-verified), {} records after the last checkpoint",
+                file.display(),
+                v.records,
+                v.checkpoints,
+                v.signed_checkpoints,
+                v.unsigned_tail
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}: BROKEN at {e}", file.display());
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn init_tracing() {
@@ -49,6 +94,9 @@ fn install(dest: &PathBuf) -> std::io::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    if let Command::Audit { command: AuditCommand::Verify { file, public_key } } = &cli.command {
+        return audit_verify(file, public_key.as_deref());
+    }
     if let Command::Install { dest } = &cli.command {
         return match install(dest) {
             Ok(()) => ExitCode::SUCCESS,
@@ -73,7 +121,7 @@ fn main() -> ExitCode {
             Command::Bridge(args) => {
                 palisade_gateway::bridge::run(args).await.map_err(|e| e.to_string())
             }
-            Command::Install { .. } => Ok(()),
+            Command::Install { .. } | Command::Audit { .. } => Ok(()),
         }
     });
     match result {

@@ -23,6 +23,14 @@ impl Principal {
         Principal { subject: "anonymous".into(), claims }
     }
 
+    /// A principal named by its client certificate; roles match it on `sub`.
+    pub fn from_certificate(name: String) -> Principal {
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::String(name.clone()));
+        claims.insert("auth_method".into(), Value::String("mtls".into()));
+        Principal { subject: name, claims }
+    }
+
     fn claim_matches(&self, claim: &str, values: &[String]) -> bool {
         match self.claims.get(claim) {
             Some(Value::String(s)) => values.iter().any(|v| v == s),
@@ -69,6 +77,11 @@ impl Engine {
             .into_iter()
             .filter(|r| r.subjects.iter().any(|s| p.claim_matches(&s.claim, &s.values)))
             .collect()
+    }
+
+    /// Whether the principal holds a role that may approve plans of mutating tools.
+    pub fn is_approver(&self, p: &Principal) -> bool {
+        self.roles_of(p).iter().any(|r| r.approver)
     }
 
     /// Deny by default: a method is allowed when some role of the principal grants it.

@@ -28,6 +28,8 @@ pub enum ServeError {
     Tls(#[from] palisade_https::HttpsError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Start(#[from] crate::state::StartError),
 }
 
 pub fn load(path: &PathBuf) -> Result<GatewayConfig, ServeError> {
@@ -128,7 +130,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
             None
         }
     };
-    let gw = Gateway::new(cfg, Some(config_path));
+    let gw = Gateway::new(cfg, Some(config_path))?;
     gw.watch_config();
     probe_loop(gw.clone());
     {
@@ -179,6 +181,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     for id in ids {
         gw.end_session(&id).await;
     }
+    gw.audit.flush();
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     info!("gateway stopped");

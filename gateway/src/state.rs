@@ -132,6 +132,20 @@ pub struct Gateway {
     pub in_flight: Arc<Semaphore>,
     pub metrics: Metrics,
     pub policy: crate::policy::Engine,
+    pub auth: crate::auth::Authenticator,
+    pub audit: crate::audit::Audit,
+    pub approvals: crate::approvals::Approvals,
+    pub quotas: crate::quota::Counters,
+    pub resolver: Box<dyn crate::guard::Resolve>,
+}
+
+/// What can keep a gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 pub fn target_of(cfg: &GatewayConfig) -> Target {
@@ -149,11 +163,16 @@ pub fn new_session_id() -> String {
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig, config_path: Option<PathBuf>) -> Arc<Gateway> {
+    pub fn new(
+        config: GatewayConfig,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Gateway>, StartError> {
         let target = target_of(&config);
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight as usize));
         let policy = crate::policy::Engine::new(&config);
-        Arc::new(Gateway {
+        let auth = crate::auth::Authenticator::new(&config)?;
+        let audit = crate::audit::Audit::new(&config.audit)?;
+        Ok(Arc::new(Gateway {
             config: RwLock::new(Arc::new(config)),
             config_path,
             target,
@@ -163,7 +182,12 @@ impl Gateway {
             in_flight,
             metrics: Metrics::new(),
             policy,
-        })
+            auth,
+            audit,
+            approvals: Default::default(),
+            quotas: Default::default(),
+            resolver: Box::new(crate::guard::SystemResolver),
+        }))
     }
 
     pub fn config(&self) -> Arc<GatewayConfig> {
@@ -381,11 +405,15 @@ impl Gateway {
             session.close().await;
             return Ok(None);
         }
-        let tools = session
-            .call("tools/list", Some(json!({"_meta": meta})), timeout)
-            .await
-            .ok()
-            .and_then(|r| r.pointer("/result/tools").and_then(Value::as_array).map(Vec::len));
+        let tools =
+            session.call("tools/list", Some(json!({"_meta": meta})), timeout).await.ok().and_then(
+                |r| {
+                    let tools = r.pointer("/result/tools").and_then(Value::as_array)?;
+                    // Argument policy needs the tools' input schemas before the first call.
+                    crate::forward::tool_cache().learn(tools);
+                    Some(tools.len())
+                },
+            );
         session.close().await;
         Ok(Some((
             result.get("capabilities").cloned().unwrap_or(json!({})),
@@ -413,11 +441,12 @@ impl Gateway {
             .ok_or_else(|| UpstreamError::Malformed("no protocolVersion".into()))?;
         session.pipe().set_protocol_version(agreed.as_str());
         session.notify("notifications/initialized", None).await?;
-        let tools = session
-            .call("tools/list", None, timeout)
-            .await
-            .ok()
-            .and_then(|r| r.pointer("/result/tools").and_then(Value::as_array).map(Vec::len));
+        let tools = session.call("tools/list", None, timeout).await.ok().and_then(|r| {
+            let tools = r.pointer("/result/tools").and_then(Value::as_array)?;
+            // Argument policy needs the tools' input schemas before the first call.
+            crate::forward::tool_cache().learn(tools);
+            Some(tools.len())
+        });
         session.close().await;
         Ok((agreed, result, tools))
     }

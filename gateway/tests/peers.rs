@@ -65,9 +65,13 @@ async fn the_reference_filesystem_server_over_stdio() {
         &[],
     )
     .await;
-    let gw =
-        gateway(config(json!({"kind": "stdio", "socket": socket, "sandbox": {}}), &["2025-11-25"]))
-            .await;
+    let mut cfg =
+        config(json!({"kind": "stdio", "socket": socket, "sandbox": {}}), &["2025-11-25"]);
+    // The server annotates write_file as destructive; without this entry the gateway would
+    // hold the call for approval (tests/policy.rs covers that flow).
+    cfg["tools"] = json!([{"name": "write_file", "effect": "destructive", "requireApproval": false,
+        "arguments": [{"name": "path", "pathRoots": [root.display().to_string()]}]}]);
+    let gw = gateway(cfg).await;
     let out = client(
         &python(),
         &[

@@ -47,6 +47,7 @@ pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> Gatewa
                 principal_from: m.principal_from,
             }),
             mode: spec.auth.mode,
+            oidc_ca_file: None,
         },
         authorization: Authorization { roles: spec.authorization.roles.clone() },
         tools: spec.tools.clone(),

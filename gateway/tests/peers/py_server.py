@@ -31,6 +31,49 @@ async def slow_count(n: int, ctx: Context) -> str:
     return f"counted {n}"
 
 
+@mcp.tool()
+def read_file(path: str) -> str:
+    """Pretend to read a file (the gateway's path policy is under test, not this server)."""
+    return f"contents of {path}"
+
+
+@mcp.tool()
+def fetch(url: str) -> str:
+    """Pretend to fetch a URL (never connects)."""
+    return f"fetched {url}"
+
+
+@mcp.tool(annotations={"destructiveHint": True, "readOnlyHint": False})
+def delete_item(name: str, dry_run: bool = False) -> str:
+    """Delete an item, or say what would be deleted."""
+    if dry_run:
+        return f"would delete {name}"
+    DELETED.append(name)
+    return f"deleted {name}"
+
+
+@mcp.tool()
+def deleted() -> str:
+    """What delete_item really deleted, in order."""
+    return ",".join(DELETED)
+
+
+@mcp.tool()
+def show_auth(ctx: Context) -> str:
+    """The Authorization header this server received (the gateway must never pass one on)."""
+    headers = ctx.headers or {}
+    return headers.get("authorization", "none")
+
+
+@mcp.tool()
+def leak() -> str:
+    """Returns text with credentials in it (redaction test)."""
+    return "aws=" + "AKIA" + "IOSFODNN7EXAMPLE" + " gh=ghp_" + "a" * 36
+
+
+DELETED: list[str] = []
+
+
 @mcp.resource("note://hello")
 def hello() -> str:
     """A greeting."""

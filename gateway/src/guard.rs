@@ -1,0 +1,561 @@
+//! Tool-argument policy: the arguments of a `tools/call` are checked against the tool's
+//! declared `inputSchema` and the spec's per-argument rules before the server sees them.
+//! Paths must stay under their roots, URLs must name allowed, public destinations (SSRF), and
+//! model output may not switch safety mechanisms off.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use palisade_core::net::classify;
+use palisade_core::policy::{
+    ArgumentRule, ArgumentType, FreeText, SafetyFlagAction, ToolDefaults, ToolPolicy, UrlRule,
+};
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use crate::events::Kind;
+
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_URL_BYTES: usize = 8192;
+const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why arguments were refused. The message is safe to return to the client: it names the
+/// argument and the rule, never a resolved address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub kind: Kind,
+    pub message: String,
+}
+
+fn refuse(kind: Kind, message: impl Into<String>) -> Refusal {
+    Refusal { kind, message: message.into() }
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    refuse(Kind::ValidationFailure, message)
+}
+
+/// Name resolution for URL checks; the system resolver in the gateway, a table in tests.
+pub trait Resolve: Send + Sync {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<IpAddr>>>;
+}
+
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            let found = tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS timeout"))??;
+            Ok(found.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// Checks (and, for stripped safety flags, edits) the arguments of one call.
+pub async fn check_arguments(
+    tool: &str,
+    policy: Option<&ToolPolicy>,
+    defaults: &ToolDefaults,
+    input_schema: Option<&Value>,
+    args: &mut Map<String, Value>,
+    resolver: &dyn Resolve,
+) -> Result<(), Refusal> {
+    safety_flags(defaults, args)?;
+    if let Some(schema) = input_schema {
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|_| invalid(format!("tool {tool} declares an unusable inputSchema")))?;
+        let value = Value::Object(args.clone());
+        if let Some(e) = validator.iter_errors(&value).next() {
+            let at = e.instance_path().to_string();
+            return Err(invalid(format!(
+                "arguments do not match the tool's inputSchema at '{}': {}",
+                if at.is_empty() { "/" } else { &at },
+                e
+            )));
+        }
+    }
+    let Some(policy) = policy else { return Ok(()) };
+    if policy.deny_unlisted_arguments {
+        for name in args.keys() {
+            if !policy.arguments.iter().any(|r| r.name == *name || top_level(&r.name) == name) {
+                return Err(invalid(format!("argument '{name}' is not allowed for {tool}")));
+            }
+        }
+    }
+    for rule in &policy.arguments {
+        let value = lookup(args, &rule.name);
+        match value {
+            None if rule.required => {
+                return Err(invalid(format!("argument '{}' is required", rule.name)));
+            }
+            None => continue,
+            Some(v) => check_value(rule, v, resolver).await?,
+        }
+    }
+    Ok(())
+}
+
+fn top_level(name: &str) -> &str {
+    name.trim_start_matches('/').split('/').next().unwrap_or(name)
+}
+
+fn lookup<'a>(args: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(pointer) = name.strip_prefix('/') {
+        let mut parts = pointer.split('/').map(|p| p.replace("~1", "/").replace("~0", "~"));
+        let first = parts.next()?;
+        let mut v = args.get(&first)?;
+        for p in parts {
+            v = match v {
+                Value::Object(m) => m.get(&p)?,
+                Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    } else {
+        args.get(name)
+    }
+}
+
+/// Arguments that try to switch a safety mechanism off, at any depth.
+fn safety_flags(defaults: &ToolDefaults, args: &mut Map<String, Value>) -> Result<(), Refusal> {
+    fn walk(
+        flags: &[String],
+        action: SafetyFlagAction,
+        m: &mut Map<String, Value>,
+        found: &mut Vec<String>,
+    ) {
+        let hits: Vec<String> =
+            m.keys().filter(|k| flags.iter().any(|f| f.eq_ignore_ascii_case(k))).cloned().collect();
+        for k in hits {
+            if action == SafetyFlagAction::Strip {
+                m.remove(&k);
+            }
+            found.push(k);
+        }
+        for v in m.values_mut() {
+            match v {
+                Value::Object(inner) => walk(flags, action, inner, found),
+                Value::Array(items) => {
+                    for i in items.iter_mut() {
+                        if let Value::Object(inner) = i {
+                            walk(flags, action, inner, found);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut found = vec![];
+    walk(&defaults.safety_flags, defaults.safety_flag_action, args, &mut found);
+    match (found.is_empty(), defaults.safety_flag_action) {
+        (true, _) => Ok(()),
+        (false, SafetyFlagAction::Refuse) => Err(refuse(
+            Kind::SafetyFlagOverride,
+            format!("argument '{}' may not be set by a client", found.join("', '")),
+        )),
+        // Stripped: forwarded without them, but still reported.
+        (false, SafetyFlagAction::Strip) => {
+            tracing::warn!(flags = %found.join(","), "safety flags stripped from arguments");
+            Ok(())
+        }
+    }
+}
+
+async fn check_value(
+    rule: &ArgumentRule,
+    v: &Value,
+    resolver: &dyn Resolve,
+) -> Result<(), Refusal> {
+    let name = &rule.name;
+    if let Some(t) = rule.r#type {
+        let ok = match t {
+            ArgumentType::String => v.is_string(),
+            ArgumentType::Integer => v.is_i64() || v.is_u64(),
+            ArgumentType::Number => v.is_number(),
+            ArgumentType::Boolean => v.is_boolean(),
+            ArgumentType::Array => v.is_array(),
+            ArgumentType::Object => v.is_object(),
+        };
+        if !ok {
+            return Err(invalid(format!("argument '{name}' must be of type {t:?}")));
+        }
+    }
+    if let Some(n) = v.as_f64()
+        && (rule.minimum.is_some_and(|m| n < m) || rule.maximum.is_some_and(|m| n > m))
+    {
+        return Err(invalid(format!("argument '{name}' is out of range")));
+    }
+    let Some(s) = v.as_str() else {
+        let string_rule = !rule.path_roots.is_empty()
+            || rule.url.is_some()
+            || rule.pattern.is_some()
+            || !rule.one_of.is_empty();
+        if string_rule {
+            return Err(invalid(format!("argument '{name}' must be a string")));
+        }
+        return Ok(());
+    };
+    let chars = s.chars().count();
+    if rule.min_length.is_some_and(|m| chars < m as usize)
+        || rule.max_length.is_some_and(|m| chars > m as usize)
+    {
+        return Err(invalid(format!("argument '{name}' has a length outside the allowed range")));
+    }
+    if !rule.one_of.is_empty() && !rule.one_of.iter().any(|o| o == s) {
+        return Err(invalid(format!(
+            "argument '{name}' must be one of: {}",
+            rule.one_of.join(", ")
+        )));
+    }
+    if let Some(p) = &rule.pattern {
+        let re = Regex::new(&format!("^(?:{p})$"))
+            .map_err(|_| invalid(format!("the pattern for '{name}' is not a valid expression")))?;
+        if !re.is_match(s) {
+            return Err(invalid(format!("argument '{name}' does not match the allowed pattern")));
+        }
+    }
+    if !rule.path_roots.is_empty() {
+        check_path(s, &rule.path_roots)
+            .map_err(|m| refuse(Kind::PathTraversal, format!("argument '{name}': {m}")))?;
+    }
+    if let Some(u) = &rule.url {
+        check_url(s, u, resolver)
+            .await
+            .map_err(|(kind, m)| refuse(kind, format!("argument '{name}': {m}")))?;
+    }
+    if rule.free_text == FreeText::Refuse {
+        let pinned = !rule.one_of.is_empty()
+            || rule.pattern.is_some()
+            || !rule.path_roots.is_empty()
+            || rule.url.is_some();
+        if !pinned {
+            return Err(invalid(format!(
+                "argument '{name}' is free text, which the policy refuses (pin it with enum, pattern, pathRoots or url)"
+            )));
+        }
+        if s.chars().any(|c| c.is_control() || "`$;|&<>\\".contains(c)) || s.contains("$(") {
+            return Err(invalid(format!("argument '{name}' contains control or shell characters")));
+        }
+    }
+    Ok(())
+}
+
+/// Characters that normalise (NFKC, or in some consumers' path handling) to `.`, `/` or `\`.
+const LOOKALIKES: &[char] = &[
+    '\u{2024}', '\u{2025}', '\u{2026}', '\u{FE52}', '\u{FF0E}', // dots
+    '\u{2044}', '\u{2215}', '\u{29F8}', '\u{FF0F}', // slashes
+    '\u{2216}', '\u{29F5}', '\u{29F9}', '\u{FE68}', '\u{FF3C}', // backslashes
+];
+
+/// Device, kernel and runtime trees no tool argument may name, whatever the roots say.
+const DEVICE_TREES: &[&str] = &["/dev", "/proc", "/sys", "/run/secrets", "/var/run/secrets"];
+
+/// A path must be absolute, plain (no encodings, traversal or lookalikes) and under a root.
+pub fn check_path(p: &str, roots: &[String]) -> Result<(), String> {
+    if p.is_empty() || p.len() > MAX_PATH_BYTES {
+        return Err("path is empty or too long".into());
+    }
+    if p.contains('\0') {
+        return Err("NUL byte in path".into());
+    }
+    if p.chars().any(char::is_control) {
+        return Err("control character in path".into());
+    }
+    if p.contains('\\') {
+        return Err("backslash in path".into());
+    }
+    if p.contains('%') {
+        // Plain paths need no escapes; a percent sign is an attempt to smuggle `..` or `/`
+        // past a decoder (including overlong UTF-8 such as %c0%ae).
+        return Err("percent-encoded characters in path".into());
+    }
+    if p.chars().any(|c| LOOKALIKES.contains(&c)) {
+        return Err("look-alike dot or slash characters in path".into());
+    }
+    if p.starts_with('~') {
+        return Err("home-relative path".into());
+    }
+    if p.contains("://") || p.to_ascii_lowercase().starts_with("file:") {
+        return Err("a URI is not a path".into());
+    }
+    if !p.starts_with('/') {
+        return Err("path must be absolute".into());
+    }
+    if p.starts_with("//") {
+        return Err("network or device path".into());
+    }
+    let mut parts: Vec<&str> = vec![];
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return Err("'..' in path".into()),
+            s if s.trim_end_matches(['.', ' ']).is_empty() => {
+                return Err("path segment of dots".into());
+            }
+            s => {
+                if is_windows_device(s) {
+                    return Err("device name in path".into());
+                }
+                parts.push(s);
+            }
+        }
+    }
+    let normal = format!("/{}", parts.join("/"));
+    if DEVICE_TREES.iter().any(|d| normal == *d || normal.starts_with(&format!("{d}/"))) {
+        return Err("device or kernel path".into());
+    }
+    let under = roots.iter().any(|root| {
+        let root = root.trim_end_matches('/');
+        root.is_empty() || normal == root || normal.starts_with(&format!("{root}/"))
+    });
+    if !under {
+        return Err("path is outside the allowed roots".into());
+    }
+    Ok(())
+}
+
+fn is_windows_device(seg: &str) -> bool {
+    let stem = seg.split('.').next().unwrap_or(seg).trim_end().to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit())
+}
+
+/// Host names that name the local machine or private networks by convention (RFC 6761,
+/// RFC 8375, cloud-internal zones); refused before any DNS lookup.
+fn special_use_name(host: &str) -> bool {
+    const ZONES: &[&str] =
+        &["localhost", "local", "internal", "home.arpa", "localdomain", "lan", "intranet", "corp"];
+    host == "localhost"
+        || ZONES.iter().any(|z| host == *z || host.ends_with(&format!(".{z}")))
+        || host.ends_with(".svc")
+        || host.contains(".svc.")
+}
+
+/// IPv4 in any spelling `inet_aton` accepts: 1 to 4 parts, each decimal, octal (`0` prefix)
+/// or hex (`0x`), the last part filling the remaining bytes. `None` for ordinary names.
+pub fn loose_ipv4(host: &str) -> Option<Ipv4Addr> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = vec![];
+    for p in &parts {
+        let n = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+            if h.is_empty() { 0 } else { u64::from_str_radix(h, 16).ok()? }
+        } else if p.len() > 1 && p.starts_with('0') {
+            u64::from_str_radix(&p[1..], 8).ok()?
+        } else {
+            p.parse::<u64>().ok()?
+        };
+        nums.push(n);
+    }
+    let last = *nums.last()?;
+    let head = &nums[..nums.len() - 1];
+    if head.iter().any(|&n| n > 255) || last >= 1u64 << (8 * (5 - nums.len())) {
+        return None;
+    }
+    let mut v: u64 = last;
+    for (i, &n) in head.iter().enumerate() {
+        v |= n << (8 * (3 - i));
+    }
+    Some(Ipv4Addr::from(u32::try_from(v).ok()?))
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        "ftp" => Some(21),
+        _ => None,
+    }
+}
+
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    allowed.is_empty()
+        || allowed.iter().any(|a| {
+            let a = a.to_ascii_lowercase();
+            match a.strip_prefix("*.") {
+                Some(zone) => host.ends_with(&format!(".{zone}")),
+                None => host == a,
+            }
+        })
+}
+
+fn public_or(ip: IpAddr, what: &str) -> Result<(), (Kind, String)> {
+    let class = classify(ip);
+    if class.is_public() {
+        Ok(())
+    } else {
+        Err((Kind::Ssrf, format!("{what} is a {} address", class.as_str())))
+    }
+}
+
+/// A URL must use an allowed scheme, host and port, and reach only public addresses.
+pub async fn check_url(
+    raw: &str,
+    rule: &UrlRule,
+    resolver: &dyn Resolve,
+) -> Result<(), (Kind, String)> {
+    let bad = |m: &str| Err((Kind::Ssrf, m.to_string()));
+    if raw.len() > MAX_URL_BYTES {
+        return bad("URL too long");
+    }
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        // The URL parser drops tabs and newlines silently; the server's parser may not.
+        return bad("whitespace or control characters in URL");
+    }
+    if raw.contains('\\') {
+        return bad("backslash in URL");
+    }
+    let url =
+        url::Url::parse(raw).map_err(|_| (Kind::Ssrf, "not a valid absolute URL".to_string()))?;
+    let scheme = url.scheme().to_ascii_lowercase();
+    if !rule.schemes.iter().any(|s| s.eq_ignore_ascii_case(&scheme)) {
+        return bad(&format!("scheme '{scheme}' is not allowed"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("credentials in URL");
+    }
+    let port = url.port_or_known_default().or_else(|| default_port(&scheme));
+    let Some(port) = port else { return bad("no port for this scheme") };
+    let allowed_port = if rule.ports.is_empty() {
+        Some(port) == default_port(&scheme)
+    } else {
+        rule.ports.contains(&port)
+    };
+    if !allowed_port {
+        return bad(&format!("port {port} is not allowed"));
+    }
+    match url.host() {
+        None => bad("URL has no host"),
+        Some(url::Host::Ipv4(ip)) => {
+            if !rule.hosts.is_empty() && !host_allowed(&ip.to_string(), &rule.hosts) {
+                return bad("host is not allowed");
+            }
+            public_or(IpAddr::V4(ip), "host")
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            if !rule.hosts.is_empty() && !host_allowed(&format!("[{ip}]"), &rule.hosts) {
+                return bad("host is not allowed");
+            }
+            public_or(IpAddr::V6(ip), "host")
+        }
+        Some(url::Host::Domain(d)) => {
+            let host = d.to_ascii_lowercase();
+            let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+            // Non-special schemes keep hosts opaque: numeric spellings still mean an address.
+            if let Some(ip) = loose_ipv4(&host) {
+                return public_or(IpAddr::V4(ip), "host");
+            }
+            if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+                return public_or(ip, "host");
+            }
+            if !host_allowed(&host, &rule.hosts) {
+                return bad("host is not allowed");
+            }
+            if special_use_name(&host) {
+                return bad("host names a local or internal zone");
+            }
+            let addrs = resolver
+                .resolve(&host, port)
+                .await
+                .map_err(|_| (Kind::Ssrf, "host does not resolve".to_string()))?;
+            if addrs.is_empty() {
+                return bad("host does not resolve");
+            }
+            for ip in addrs {
+                public_or(ip, "host resolves to an address that")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ipv4_spelling_is_understood() {
+        let lo = Some(Ipv4Addr::new(127, 0, 0, 1));
+        for s in [
+            "127.0.0.1",
+            "2130706433",
+            "0x7f000001",
+            "017700000001",
+            "0x7f.1",
+            "127.1",
+            "0177.0.0.01",
+            "127.0.0.1.",
+        ] {
+            assert_eq!(loose_ipv4(s), lo, "{s}");
+        }
+        assert_eq!(loose_ipv4("169.254.43518"), Some(Ipv4Addr::new(169, 254, 169, 254)));
+        assert_eq!(loose_ipv4("example.com"), None);
+        assert_eq!(loose_ipv4("256.1.1.1"), None);
+        assert_eq!(loose_ipv4("1.2.3.4.5"), None);
+    }
+
+    /// Names resolving the way an attacker's DNS would answer.
+    struct Table;
+
+    impl Resolve for Table {
+        fn resolve<'a>(
+            &'a self,
+            host: &'a str,
+            _port: u16,
+        ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<IpAddr>>> {
+            let ips: Vec<IpAddr> = match host {
+                "rebind.example" => {
+                    vec!["169.254.169.254".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+                }
+                "mixed.example" => vec![
+                    IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34)),
+                    IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+                ],
+                "v6.example" => {
+                    vec!["::ffff:127.0.0.1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+                }
+                "public.example" => vec![IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34))],
+                _ => vec![],
+            };
+            Box::pin(async move { Ok(ips) })
+        }
+    }
+
+    #[tokio::test]
+    async fn names_are_judged_by_every_address_they_resolve_to() {
+        let rule = UrlRule { schemes: vec!["https".into()], hosts: vec![], ports: vec![] };
+        for host in ["rebind.example", "mixed.example", "v6.example", "unknown.example"] {
+            let r = check_url(&format!("https://{host}/x"), &rule, &Table).await;
+            assert!(matches!(r, Err((Kind::Ssrf, _))), "{host}: {r:?}");
+        }
+        assert_eq!(check_url("https://public.example/x", &rule, &Table).await, Ok(()));
+        let only = UrlRule { hosts: vec!["*.example.org".into()], ..rule };
+        assert!(check_url("https://public.example/x", &only, &Table).await.is_err());
+    }
+
+    #[test]
+    fn windows_devices_are_recognised() {
+        assert!(is_windows_device("CON"));
+        assert!(is_windows_device("nul.txt"));
+        assert!(is_windows_device("com1"));
+        assert!(!is_windows_device("console.log"));
+        assert!(!is_windows_device("com"));
+    }
+}

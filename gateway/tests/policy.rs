@@ -1,0 +1,714 @@
+//! The gateway's security policy against real peers: JWTs signed by keys this test generates
+//! and publishes as a JWKS on a loopback HTTPS identity provider, the official Python SDK as
+//! client and server, the argument attack suite, approvals, and `audit verify` on the log the
+//! gateway wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "https://mcp.test.example/mcp";
+const SCOPE: &str = "mcp:tools";
+const STATELESS: &str = "2026-07-28";
+
+// --- a loopback identity provider ------------------------------------------------------------
+
+struct Idp {
+    issuer: String,
+    ca_file: PathBuf,
+    key: EncodingKey,
+    /// A key the issuer does not publish.
+    rogue: EncodingKey,
+}
+
+fn es256_key() -> (EncodingKey, Value) {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = kp.public_key_raw(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+                     "alg": "ES256", "use": "sig", "kid": "k1"});
+    (EncodingKey::from_ec_der(kp.serialized_der()), jwk)
+}
+
+async fn idp() -> Idp {
+    palisade_https::install_crypto_provider();
+    let dir = scratch("idp");
+    let ca =
+        palisade_https::ca::Authority::generate("test IdP CA", Duration::from_secs(3600)).unwrap();
+    let leaf = ca.issue_server(&["localhost".to_string()], Duration::from_secs(3600)).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let (key, jwk) = es256_key();
+    let (rogue, _) = es256_key();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
+                           "authorization_endpoint": format!("{issuer}/authorize"),
+                           "token_endpoint": format!("{issuer}/token")});
+    let jwks = json!({"keys": [jwk]});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
+    let certs =
+        palisade_https::CertStore::from_pem(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())
+            .unwrap();
+    let tls = palisade_https::server_config(certs, palisade_https::ClientAuth::None).unwrap();
+    tokio::spawn(palisade_https::serve(
+        listener,
+        Some(tls),
+        app,
+        palisade_https::Limits::default(),
+        std::future::pending::<()>(),
+        Duration::from_secs(1),
+    ));
+    Idp { issuer, ca_file, key, rogue }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+impl Idp {
+    fn claims(&self, sub: &str) -> Value {
+        json!({"iss": self.issuer, "aud": AUDIENCE, "sub": sub, "exp": now() + 300,
+               "nbf": now() - 5, "iat": now(), "scope": SCOPE})
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
+    }
+
+    fn token(&self, sub: &str) -> String {
+        self.sign(&self.claims(sub))
+    }
+}
+
+// --- the gateway under test ------------------------------------------------------------------
+
+struct Setup {
+    gw: Gw,
+    idp: Idp,
+    audit: PathBuf,
+    public_key: PathBuf,
+    _server: Proc,
+}
+
+async fn setup() -> Setup {
+    let idp = idp().await;
+    let (server, url) = python_http().await;
+    let dir = scratch("policy");
+    // The audit signing key, as a Secret would carry it (PKCS#8 PEM).
+    let signing = {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+        let k = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let key_file = dir.join("audit.key");
+        std::fs::write(&key_file, k.to_pkcs8_pem(Default::default()).unwrap().as_bytes()).unwrap();
+        let pub_file = dir.join("audit.pub");
+        std::fs::write(&pub_file, k.verifying_key().to_public_key_pem(Default::default()).unwrap())
+            .unwrap();
+        (key_file, pub_file)
+    };
+    let audit = dir.join("audit.jsonl");
+    let mut cfg =
+        config(json!({"kind": "http", "url": url, "sse": false}), &["2025-11-25", STATELESS]);
+    cfg["listen"]["resourceUri"] = json!(AUDIENCE);
+    cfg["auth"] = json!({
+        "oidc": {"issuer": idp.issuer, "audience": AUDIENCE, "requiredScopes": [SCOPE]},
+        "oidcCaFile": idp.ca_file,
+    });
+    cfg["authorization"] = json!({"roles": [
+        {"name": "admin", "subjects": [{"claim": "sub", "values": ["alice"]}],
+         "methods": ["**"], "tools": ["*"], "resources": ["**"], "prompts": ["*"]},
+        {"name": "reader", "subjects": [{"claim": "sub", "values": ["bob"]}],
+         "methods": ["tools/list", "tools/call"], "tools": ["echo", "show_auth"]},
+        {"name": "approver", "subjects": [{"claim": "sub", "values": ["carol"]}],
+         "methods": ["tools/list"], "approver": true}
+    ]});
+    cfg["tools"] = json!([
+        {"name": "read_file", "effect": "read",
+         "arguments": [{"name": "path", "required": true, "pathRoots": ["/data", "/srv/shared"]}]},
+        {"name": "fetch", "effect": "read",
+         "arguments": [{"name": "url", "required": true, "url": {"schemes": ["https", "http"]}}]},
+        {"name": "delete_item", "effect": "destructive", "dryRun": {"argument": "dry_run"}}
+    ]);
+    cfg["audit"] = json!({"enabled": true, "checkpointEvery": 10,
+                          "signingKeyFile": signing.0, "file": audit});
+    let gw = gateway(cfg).await;
+    Setup { gw, idp, audit, public_key: signing.1, _server: server }
+}
+
+/// One stateless request with a bearer token (and a traceparent to find it in the audit log).
+async fn stateless(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    name: Option<&str>,
+    params: Value,
+    trace_id: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut params = params;
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": STATELESS,
+                             "io.modelcontextprotocol/clientCapabilities": {}});
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS)
+        .header("mcp-method", method)
+        .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string());
+    if let Some(n) = name {
+        req = req.header("mcp-name", n);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(t) = trace_id {
+        req = req.header("traceparent", format!("00-{t}-00f067aa0ba902b7-01"));
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.text().await.unwrap();
+    (status, headers, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+async fn call_tool(s: &Setup, token: &str, tool: &str, args: Value, trace: Option<&str>) -> Value {
+    stateless(
+        &s.gw.url,
+        Some(token),
+        "tools/call",
+        Some(tool),
+        json!({"name": tool, "arguments": args}),
+        trace,
+    )
+    .await
+    .2
+}
+
+fn audit_records(s: &Setup) -> Vec<Value> {
+    std::fs::read_to_string(&s.audit)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn text_of(v: &Value) -> String {
+    v.pointer("/result/content/0/text").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+// --- authentication --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tokens_are_verified_and_never_reach_the_server() {
+    let s = setup().await;
+    let list = |token: Option<String>| {
+        let url = s.gw.url.clone();
+        async move { stateless(&url, token.as_deref(), "tools/list", None, json!({}), None).await }
+    };
+    // A valid token works and the server never sees it.
+    let (status, _, body) = list(Some(s.idp.token("alice"))).await;
+    assert_eq!(status, 200, "{body}");
+    let shown = call_tool(&s, &s.idp.token("alice"), "show_auth", json!({}), None).await;
+    assert_eq!(text_of(&shown), "none", "the upstream saw an Authorization header: {shown}");
+
+    // No token: 401 with the RFC 9728 pointer.
+    let (status, h, _) = list(None).await;
+    assert_eq!(status, 401);
+    let challenge = h["www-authenticate"].to_str().unwrap().to_string();
+    assert!(
+        challenge.contains("resource_metadata=\"https://mcp.test.example/.well-known/oauth-protected-resource/mcp\""),
+        "{challenge}"
+    );
+    let prm: Value =
+        reqwest::get(format!("{}/.well-known/oauth-protected-resource/mcp", s.gw.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(prm["resource"], AUDIENCE);
+    assert_eq!(prm["authorization_servers"][0], s.idp.issuer);
+
+    let refused = |claims: Value| s.idp.sign(&claims);
+    let mut c = s.idp.claims("alice");
+    c["aud"] = json!("https://someone-else.example/mcp");
+    let wrong_audience = refused(c);
+    let mut c = s.idp.claims("alice");
+    c["exp"] = json!(now() - 3600);
+    let expired = refused(c);
+    let mut c = s.idp.claims("alice");
+    c["nbf"] = json!(now() + 3600);
+    let not_yet = refused(c);
+    let mut c = s.idp.claims("alice");
+    c["iss"] = json!("https://evil.example");
+    let wrong_issuer = refused(c);
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let alg_none =
+        format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&s.idp.claims("alice")));
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("k1".into());
+    let wrong_key = jsonwebtoken::encode(&h, &s.idp.claims("alice"), &s.idp.rogue).unwrap();
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("k1".into());
+    let hmac =
+        jsonwebtoken::encode(&h, &s.idp.claims("alice"), &EncodingKey::from_secret(b"k1")).unwrap();
+    let mut tampered = s.idp.token("alice");
+    tampered.insert_str(tampered.find('.').unwrap() + 1, "eyJzdWIiOiJyb290In0");
+    for (what, token) in [
+        ("wrong audience", wrong_audience),
+        ("expired", expired),
+        ("not yet valid", not_yet),
+        ("wrong issuer", wrong_issuer),
+        ("alg none", alg_none),
+        ("signed by another key", wrong_key),
+        ("HMAC with a guessable secret", hmac),
+        ("tampered payload", tampered),
+        ("garbage", "not-a-jwt".to_string()),
+    ] {
+        let (status, h, body) = list(Some(token)).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(
+            h["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""),
+            "{what}"
+        );
+    }
+    // Missing scope: 403 insufficient_scope naming the scope.
+    let mut c = s.idp.claims("alice");
+    c["scope"] = json!("other");
+    let (status, h, _) = list(Some(s.idp.sign(&c))).await;
+    assert_eq!(status, 403);
+    let challenge = h["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("insufficient_scope") && challenge.contains(SCOPE), "{challenge}");
+    // A token in the query string is refused even with a valid header.
+    let r = reqwest::Client::new()
+        .post(format!("{}?access_token={}", s.gw.url, s.idp.token("alice")))
+        .bearer_auth(s.idp.token("alice"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let failures = audit_records(&s)
+        .into_iter()
+        .filter(|r| r["type"] == "security_event" && r["kind"] == "auth_failure")
+        .count();
+    assert!(failures >= 12, "auth failures are audited: {failures}");
+}
+
+// --- authorization with a real SDK client, and session binding ------------------------------
+
+#[tokio::test]
+async fn a_reader_sees_only_its_tools_and_a_replayed_session_is_refused() {
+    let s = setup().await;
+    let script = repo().join("gateway/tests/peers/py_auth_client.py").display().to_string();
+    for mode in ["legacy", STATELESS] {
+        let out =
+            client(&python(), &[script.clone(), s.gw.url.clone(), s.idp.token("bob"), mode.into()])
+                .await;
+        assert_eq!(out["tools"], json!(["echo", "show_auth"]), "{mode}: {out}");
+        assert_eq!(out["calls"]["echo"]["error"], false, "{mode}: {out}");
+        assert_eq!(out["calls"]["add"]["error"], true, "{mode}: {out}");
+        assert!(
+            out["calls"]["add"]["text"].as_str().unwrap().contains("Unknown tool"),
+            "{mode}: {out}"
+        );
+        assert_eq!(out["calls"]["show_auth"]["text"], "none", "{mode}: {out}");
+        let admin = client(
+            &python(),
+            &[script.clone(), s.gw.url.clone(), s.idp.token("alice"), mode.into()],
+        )
+        .await;
+        assert!(admin["tools"].as_array().unwrap().len() > 5, "{mode}: {admin}");
+        assert_eq!(admin["calls"]["add"]["error"], false, "{mode}: {admin}");
+    }
+
+    // A session opened by alice, presented by bob.
+    let http = reqwest::Client::new();
+    let post = |token: String, sid: Option<String>, body: Value| {
+        let mut r = http
+            .post(&s.gw.url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(sid) = sid {
+            r = r.header("mcp-session-id", sid).header("mcp-protocol-version", "2025-11-25");
+        }
+        r.send()
+    };
+    let init = post(
+        s.idp.token("alice"),
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(init.status().as_u16(), 200);
+    let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let hijack = post(s.idp.token("bob"), Some(sid.clone()), list.clone()).await.unwrap();
+    assert_eq!(hijack.status().as_u16(), 404, "another principal may not use the session");
+    let owner = post(s.idp.token("alice"), Some(sid), list).await.unwrap();
+    assert_eq!(owner.status().as_u16(), 200, "the owner still can");
+    assert!(
+        audit_records(&s)
+            .iter()
+            .any(|r| r["kind"] == "session_hijack_attempt" && r["principal"] == "bob"),
+        "the hijack attempt is in the audit log"
+    );
+}
+
+// --- the argument attack suite ---------------------------------------------------------------
+
+const PATH_ATTACKS: &[&str] = &[
+    "../etc/passwd",
+    "etc/passwd",
+    "/data/../etc/passwd",
+    "/data/./../etc/passwd",
+    "/data/a/../../etc/passwd",
+    "/srv/shared/../../etc/shadow",
+    "/data/%2e%2e/etc/passwd",
+    "/data/%2E%2E%2Fetc%2Fpasswd",
+    "/data/%252e%252e/etc/passwd",
+    "/data/..%2fetc/passwd",
+    "/data/%c0%ae%c0%ae/etc/passwd",
+    "/data/..\\etc\\passwd",
+    "/data\\..\\..\\etc",
+    "C:\\Windows\\System32\\config\\SAM",
+    "/etc/passwd",
+    "/datab/secret",
+    "/data/x\u{0}.txt",
+    "/data/%00",
+    "/data/a\nb",
+    "/data/\u{FF0E}\u{FF0E}/etc",
+    "/data/\u{2025}/etc",
+    "/data/..\u{FF0F}etc",
+    "/data/...",
+    "/data/.. /etc",
+    "//server/share/file",
+    "file:///etc/passwd",
+    "~/.ssh/id_rsa",
+    "/data/CON",
+    "/data/nul.txt",
+    "/proc/self/environ",
+    "/dev/zero",
+    "/var/run/secrets/kubernetes.io/serviceaccount/token",
+];
+
+fn url_attacks() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "http://127.0.0.1/",
+        "http://localhost/",
+        "http://LOCALHOST./",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::]/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://017700000001/",
+        "http://0177.0.0.1/",
+        "http://127.1/",
+        "http://0/",
+        "http://0.0.0.0/",
+        "http://10.0.0.1/",
+        "http://172.16.5.4/",
+        "http://192.168.1.1/",
+        "http://100.64.0.1/",
+        "http://[fd00::1]/",
+        "http://[fe80::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:a9fe:a9fe]/",
+        "http://[::127.0.0.1]/",
+        "http://169.254.43518/",
+        "http://0xa9.0xfe.0xa9.0xfe/",
+        "http://0251.0376.0251.0376/",
+        "http://2852039166/",
+        "http://100.100.100.200/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://foo.localhost/",
+        "http://printer.local/",
+        "http://kubernetes.default.svc/",
+        "http://kubernetes.default.svc.cluster.local/api",
+        "http://user@127.0.0.1/",
+        "http://example.com@127.0.0.1/",
+        "http://127.0.0.1:8080/",
+        "https://example.com:8443/",
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:70/",
+        "dict://127.0.0.1:11211/",
+        "http://127.0.0.1\t/",
+        "http://evil.example\\@127.0.0.1/",
+        "http://this-name-does-not-resolve.invalid/",
+        "not a url",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // A real DNS name of this machine: resolves to one of its own (never public) addresses.
+    let host = std::process::Command::new("hostname").output().unwrap();
+    v.push(format!("http://{}/", String::from_utf8_lossy(&host.stdout).trim()));
+    v
+}
+
+#[tokio::test]
+async fn the_argument_attack_suite_is_refused_and_audited() {
+    let s = setup().await;
+    let token = s.idp.token("alice");
+    let mut cases: Vec<(&str, Value)> =
+        PATH_ATTACKS.iter().map(|p| ("read_file", json!({"path": p}))).collect();
+    let urls = url_attacks();
+    cases.extend(urls.iter().map(|u| ("fetch", json!({"url": u}))));
+    // Safety flags smuggled into arguments.
+    cases.push(("read_file", json!({"path": "/data/a.txt", "dangerouslySkipApproval": true})));
+    cases.push(("read_file", json!({"path": "/data/a.txt", "options": {"force": true}})));
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut missing = vec![];
+    for (i, (tool, args)) in cases.iter().enumerate() {
+        let trace = format!("{:032x}", 0xa77ac000_u128 + i as u128);
+        let answer = call_tool(&s, &token, tool, args.clone(), Some(&trace)).await;
+        assert_eq!(
+            answer.pointer("/error/code"),
+            Some(&json!(-32602)),
+            "{tool} {args} was not refused: {answer}"
+        );
+        missing.push((trace, format!("{tool} {args}")));
+    }
+    // Benign calls pass: the suite can tell the difference.
+    for (tool, args, expect) in [
+        ("read_file", json!({"path": "/data/notes.txt"}), "contents of /data/notes.txt"),
+        (
+            "read_file",
+            json!({"path": "/srv/shared/a/b..c.txt"}),
+            "contents of /srv/shared/a/b..c.txt",
+        ),
+        (
+            "fetch",
+            json!({"url": "https://93.184.216.34/index.html"}),
+            "fetched https://93.184.216.34/index.html",
+        ),
+        (
+            "fetch",
+            json!({"url": "http://[2606:4700:4700::1111]/"}),
+            "fetched http://[2606:4700:4700::1111]/",
+        ),
+    ] {
+        let answer = call_tool(&s, &token, tool, args.clone(), None).await;
+        assert_eq!(text_of(&answer), expect, "{tool} {args}: {answer}");
+    }
+    // Every refused case is a security event in the audit log.
+    let records = audit_records(&s);
+    missing.retain(|(trace, _)| {
+        !records.iter().any(|r| {
+            r["type"] == "security_event"
+                && r["request_id"].as_str().is_some_and(|id| id.starts_with(trace.as_str()))
+                && ["path_traversal_attempt", "ssrf_attempt", "safety_flag_override"]
+                    .contains(&r["kind"].as_str().unwrap_or_default())
+        })
+    });
+    assert!(missing.is_empty(), "refused without a security event: {missing:?}");
+}
+
+// --- approvals -------------------------------------------------------------------------------
+
+async fn decide(s: &Setup, who: &str, id: &str, hash: &str, approve: bool) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/approvals/{id}", s.gw.base))
+        .bearer_auth(s.idp.token(who))
+        .body(json!({"planHash": hash, "approve": approve}).to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_destructive_call_runs_only_after_its_exact_plan_is_approved() {
+    let s = setup().await;
+    let alice = s.idp.token("alice");
+    let deleted = |s: &Setup| {
+        let t = s.idp.token("alice");
+        let url = s.gw.url.clone();
+        async move {
+            let v = stateless(
+                &url,
+                Some(&t),
+                "tools/call",
+                Some("deleted"),
+                json!({"name": "deleted", "arguments": {}}),
+                None,
+            )
+            .await
+            .2;
+            text_of(&v)
+        }
+    };
+    // The first call is a plan with the dry-run preview; nothing is deleted.
+    let plan = call_tool(&s, &alice, "delete_item", json!({"name": "db-1"}), None).await;
+    assert_eq!(plan.pointer("/result/isError"), Some(&json!(true)), "{plan}");
+    let meta = plan.pointer("/result/_meta/palisade.dev~1approvalRequired").unwrap().clone();
+    let (id, hash) = (
+        meta["approvalId"].as_str().unwrap().to_string(),
+        meta["planHash"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(meta["arguments"], json!({"name": "db-1"}));
+    assert_eq!(meta["preview"]["content"][0]["text"], "would delete db-1", "{meta}");
+    assert_eq!(deleted(&s).await, "");
+    let send = |args: Value, approval: &str| {
+        let params = json!({"name": "delete_item", "arguments": args,
+                            "_meta": {"palisade.dev/approval": approval}});
+        let (url, t) = (s.gw.url.clone(), alice.clone());
+        async move { stateless_with_meta(&url, &t, params).await }
+    };
+    // Not approved yet.
+    let early = send(json!({"name": "db-1"}), &id).await;
+    assert!(
+        early.pointer("/error/message").unwrap().as_str().unwrap().contains("waiting"),
+        "{early}"
+    );
+    // Only an approver, not the requester, and only for the right hash.
+    assert_eq!(decide(&s, "bob", &id, &hash, true).await.0, 403);
+    assert_eq!(decide(&s, "alice", &id, &hash, true).await.0, 403);
+    assert_eq!(decide(&s, "carol", &id, "0".repeat(64).as_str(), true).await.0, 409);
+    let (status, view) = decide(&s, "carol", &id, &hash, true).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "approved");
+    // Changed arguments are refused; the approval survives for the exact call.
+    let changed = send(json!({"name": "db-2"}), &id).await;
+    assert!(
+        changed.pointer("/error/message").unwrap().as_str().unwrap().contains("other arguments"),
+        "{changed}"
+    );
+    assert_eq!(deleted(&s).await, "");
+    let applied = send(json!({"name": "db-1"}), &id).await;
+    assert_eq!(text_of(&applied), "deleted db-1", "{applied}");
+    // Single use.
+    let reused = send(json!({"name": "db-1"}), &id).await;
+    assert!(
+        reused.pointer("/error/message").unwrap().as_str().unwrap().contains("already used"),
+        "{reused}"
+    );
+    assert_eq!(deleted(&s).await, "db-1");
+    let records = audit_records(&s);
+    assert!(records.iter().any(|r| r["type"] == "approval"
+        && r["approver"] == "carol"
+        && r["plan_hash"] == hash.as_str()));
+    assert!(records.iter().any(|r| r["type"] == "call"
+        && r["approval_id"] == id.as_str()
+        && r["decision"] == "allow"));
+}
+
+async fn stateless_with_meta(url: &str, token: &str, mut params: Value) -> Value {
+    let meta = params["_meta"].as_object_mut().unwrap();
+    meta.insert("io.modelcontextprotocol/protocolVersion".into(), json!(STATELESS));
+    meta.insert("io.modelcontextprotocol/clientCapabilities".into(), json!({}));
+    let name = params["name"].as_str().unwrap().to_string();
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", name)
+        .body(
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
+// --- results and the audit chain -------------------------------------------------------------
+
+#[tokio::test]
+async fn secrets_are_redacted_and_the_audit_chain_detects_tampering() {
+    let s = setup().await;
+    let alice = s.idp.token("alice");
+    let leaked = call_tool(&s, &alice, "leak", json!({}), None).await;
+    let text = text_of(&leaked);
+    assert!(!text.contains("IOSFODNN7EXAMPLE") && !text.contains("ghp_aaaa"), "{text}");
+    assert!(text.contains("[REDACTED:aws-access-key]"), "{text}");
+    for i in 0..25 {
+        call_tool(&s, &alice, "echo", json!({"message": format!("m{i}")}), None).await;
+    }
+    let records = audit_records(&s);
+    let leak = records.iter().find(|r| r["type"] == "call" && r["name"] == "leak").unwrap();
+    // The SDK returns the text twice (content and structuredContent): both are redacted.
+    assert!(!leaked.to_string().contains("IOSFODNN7EXAMPLE"), "{leaked}");
+    assert!(leak["redactions"]["aws-access-key"].as_u64().is_some_and(|n| n >= 1), "{leak}");
+    assert!(leak["redactions"]["github-token"].as_u64().is_some_and(|n| n >= 1), "{leak}");
+    assert!(leak["params_sha256"].as_str().is_some_and(|h| h.len() == 64));
+
+    let bin = gateway_bin();
+    let verify = |path: &PathBuf| {
+        let out = std::process::Command::new(bin)
+            .args(["audit", "verify"])
+            .arg(path)
+            .arg("--public-key")
+            .arg(&s.public_key)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = verify(&s.audit);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("intact") && !out.contains(" 0 checkpoints (0 signature"), "{out}");
+
+    let lines: Vec<String> =
+        std::fs::read_to_string(&s.audit).unwrap().lines().map(str::to_string).collect();
+    assert!(lines.len() > 20);
+    let dir = scratch("tamper");
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    };
+    // An edit of line 5 (a decision flipped), a removal of line 8, lines 11 and 12 swapped.
+    let mut edited = lines.clone();
+    edited[4] = edited[4].replacen("\"decision\":\"allow\"", "\"decision\":\"deny\"", 1).replacen(
+        "\"type\":\"call\"",
+        "\"type\":\"calls\"",
+        1,
+    );
+    assert_ne!(edited[4], lines[4]);
+    let mut removed = lines.clone();
+    removed.remove(7);
+    let mut swapped = lines.clone();
+    swapped.swap(10, 11);
+    for (name, tampered, line) in
+        [("edited", edited, 5), ("removed", removed, 8), ("swapped", swapped, 11)]
+    {
+        let (code, out) = verify(&write(name, &tampered));
+        assert_eq!(code, Some(1), "{name}: {out}");
+        assert!(out.contains(&format!("line {line}:")), "{name}: {out}");
+    }
+    // A forged checkpoint signature is caught with the key.
+    let mut forged = lines.clone();
+    let cp = forged.iter().position(|l| l.contains("\"type\":\"checkpoint\"")).unwrap();
+    let mut rec: Value = serde_json::from_str(&forged[cp]).unwrap();
+    rec["signature"] = json!("00".repeat(64));
+    forged[cp] = rec.to_string();
+    let (code, out) = verify(&write("forged", &forged));
+    assert_eq!(code, Some(1), "{out}");
+}
