@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 
 const STATELESS: &str = "2026-07-28";
 
+#[path = "../tests/common/idp.rs"]
+mod idp;
+
 // --- the server ------------------------------------------------------------------------------
 
 #[derive(Default)]
@@ -120,7 +123,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start_gateway(upstream: &str) -> Gateway {
+fn start_gateway(upstream: &str, policy: Option<&Value>) -> Gateway {
     let dir = tempfile::tempdir().unwrap().keep();
     let ca = Authority::generate("bench CA", Duration::from_secs(86400)).unwrap();
     let leaf = ca.issue_server(&["localhost".to_string()], Duration::from_secs(86400)).unwrap();
@@ -140,6 +143,20 @@ fn start_gateway(upstream: &str) -> Gateway {
         "limits": {"maxInFlight": 4096, "maxInFlightPerSession": 64, "requestsPerMinute": 1000000,
                    "maxToolCallsPerSession": 1000000, "maxToolCallsPerPrincipalPerHour": 100000000}
     });
+    let mut cfg = cfg;
+    if let Some(Value::Object(p)) = policy {
+        for (k, v) in p {
+            match (cfg.get_mut(k), v) {
+                (Some(Value::Object(base)), Value::Object(over)) if k == "listen" => {
+                    base.extend(over.clone());
+                }
+                _ => cfg[k] = v.clone(),
+            }
+        }
+        if cfg["audit"]["file"].is_null() && cfg["audit"].is_object() {
+            cfg["audit"]["file"] = json!(dir.join("audit.jsonl"));
+        }
+    }
     std::fs::write(dir.join("gateway.json"), cfg.to_string()).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
         .arg("serve")
@@ -217,11 +234,18 @@ fn call_body(i: u64) -> String {
     .to_string()
 }
 
-async fn load(client: &reqwest::Client, url: &str, clients: usize, seconds: f64) -> Figures {
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    seconds: f64,
+    bearer: Option<&str>,
+) -> Figures {
     let stop = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, url) = (client.clone(), url.to_string());
+        let bearer = bearer.map(|b| format!("Bearer {b}"));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -229,16 +253,18 @@ async fn load(client: &reqwest::Client, url: &str, clients: usize, seconds: f64)
             while Instant::now() < stop {
                 i += 1;
                 let t = Instant::now();
-                let r = client
+                let mut req = client
                     .post(&url)
                     .header("content-type", "application/json")
                     .header("accept", "application/json, text/event-stream")
                     .header("mcp-protocol-version", STATELESS)
                     .header("mcp-method", "tools/call")
                     .header("mcp-name", "echo")
-                    .body(call_body(i))
-                    .send()
-                    .await;
+                    .body(call_body(i));
+                if let Some(b) = &bearer {
+                    req = req.header("authorization", b);
+                }
+                let r = req.send().await;
                 let ok = match r {
                     Ok(r) => {
                         r.status().is_success()
@@ -308,6 +334,7 @@ async fn idle_sessions(gw: &Gateway, client: &reqwest::Client, n: usize) -> (u64
     (before, rss_kib(gw.child.id()))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn compare(
     title: &str,
     plain: &reqwest::Client,
@@ -316,10 +343,11 @@ async fn compare(
     gateway: &str,
     levels: &[usize],
     seconds: f64,
+    bearer: Option<&str>,
 ) {
-    // Warm both paths (connections, the gateway's upstream pool).
-    load(plain, upstream, 4, 0.5).await;
-    load(tls, gateway, 4, 0.5).await;
+    // Warm both paths (connections, the gateway's upstream pool, the issuer's keys).
+    load(plain, upstream, 4, 0.5, None).await;
+    load(tls, gateway, 4, 0.5, bearer).await;
     println!(
         "tools/call, small payload, {seconds:.0} s per level; server: {title}; gateway: TLS 1.3, strict validation"
     );
@@ -336,8 +364,8 @@ async fn compare(
         "added p50"
     );
     for &clients in levels {
-        let d = load(plain, upstream, clients, seconds).await;
-        let g = load(tls, gateway, clients, seconds).await;
+        let d = load(plain, upstream, clients, seconds, None).await;
+        let g = load(tls, gateway, clients, seconds, bearer).await;
         println!(
             "{clients:>8} | {:>10.0} {:>9.3} {:>9.3} | {:>10.0} {:>9.3} {:>9.3} | {:>8.1}% {:>8.3} ms{}",
             d.rps,
@@ -377,18 +405,42 @@ fn main() {
                 .unwrap()
         };
         {
-            let gw = start_gateway(&minimal);
+            let gw = start_gateway(&minimal, None);
             let tls = tls_client(&gw.ca_pem);
-            compare("minimal in-process MCP server", &plain, &tls, &minimal, &gw.url, &[1, 16, 64], seconds)
+            compare("minimal in-process MCP server", &plain, &tls, &minimal, &gw.url, &[1, 16, 64], seconds, None)
                 .await;
         }
         {
-            let gw = start_gateway(&python_url);
+            // Authentication and policy on: ES256 bearer JWT checked against a JWKS, a role
+            // match, an argument rule on `echo`, the audit chain written to a file.
+            let issuer = idp::idp().await;
+            let policy = json!({
+                "listen": {"resourceUri": idp::AUDIENCE},
+                "auth": {"oidc": {"issuer": issuer.issuer, "audience": idp::AUDIENCE,
+                                  "requiredScopes": [idp::SCOPE]},
+                         "oidcCaFile": issuer.ca_file},
+                "authorization": {"roles": [{"name": "callers", "subjects": [{"claim": "sub", "values": ["bench"]}],
+                    "methods": ["tools/*"], "tools": ["echo"]}]},
+                "tools": [{"name": "echo", "effect": "read", "arguments": [
+                    {"name": "message", "type": "string", "maxLength": 1024, "pattern": "[a-z ]+"}]}],
+                "audit": {"enabled": true, "checkpointEvery": 1000},
+            });
+            let gw = start_gateway(&minimal, Some(&policy));
             let tls = tls_client(&gw.ca_pem);
-            compare("official Python SDK server (mcp)", &plain, &tls, &python_url, &gw.url, &[1, 16], seconds)
+            let token = issuer.token("bench");
+            compare(
+                "minimal in-process MCP server; gateway with OIDC, roles, argument rules, audit",
+                &plain, &tls, &minimal, &gw.url, &[1, 16, 64], seconds, Some(&token),
+            )
+            .await;
+        }
+        {
+            let gw = start_gateway(&python_url, None);
+            let tls = tls_client(&gw.ca_pem);
+            compare("official Python SDK server (mcp)", &plain, &tls, &python_url, &gw.url, &[1, 16], seconds, None)
                 .await;
         }
-        let gw = start_gateway(&minimal);
+        let gw = start_gateway(&minimal, None);
         let tls = tls_client(&gw.ca_pem);
         let (before, after) = idle_sessions(&gw, &tls, sessions).await;
         println!(

@@ -96,8 +96,22 @@ struct Keys {
     last_attempt: Option<Instant>,
 }
 
+/// A verified token, remembered so that a client's next requests skip the signature check.
+struct Verified {
+    principal: Principal,
+    cnf: Option<String>,
+    exp: u64,
+    checked: Instant,
+}
+
+/// How long a verified token is trusted without re-checking its signature (its `exp` is
+/// checked on every request regardless).
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+const MAX_VERIFIED: usize = 10_000;
+
 pub struct Authenticator {
     http: reqwest::Client,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
     keys: tokio::sync::Mutex<Keys>,
     /// Certificates seen recently, parsed once (handshakes repeat per connection, not request).
     cert_names: Mutex<HashMap<[u8; 32], String>>,
@@ -122,6 +136,7 @@ impl Authenticator {
         let http = b.build().map_err(|e| AuthError::Provider(e.to_string()))?;
         Ok(Authenticator {
             http,
+            verified: Mutex::new(HashMap::new()),
             keys: tokio::sync::Mutex::new(Keys {
                 by_kid: HashMap::new(),
                 anonymous: vec![],
@@ -197,6 +212,45 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::InvalidToken("token too large".into()));
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Some(v) = self.verified.lock().ok().and_then(|m| {
+            m.get(&digest)
+                .filter(|v| v.checked.elapsed() < VERIFIED_TTL && now < v.exp)
+                .map(|v| (v.principal.clone(), v.cnf.clone()))
+        }) {
+            return Ok(v);
+        }
+        let (principal, cnf) = self.verify_signed(oidc, token).await?;
+        let exp = principal.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= MAX_VERIFIED {
+                m.retain(|_, v| v.checked.elapsed() < VERIFIED_TTL && now < v.exp);
+                if m.len() >= MAX_VERIFIED {
+                    m.clear();
+                }
+            }
+            m.insert(
+                digest,
+                Verified {
+                    principal: principal.clone(),
+                    cnf: cnf.clone(),
+                    exp,
+                    checked: Instant::now(),
+                },
+            );
+        }
+        Ok((principal, cnf))
+    }
+
+    async fn verify_signed(
+        &self,
+        oidc: &OidcAuth,
+        token: &str,
+    ) -> Result<(Principal, Option<String>), AuthError> {
         let head = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::InvalidToken(format!("header: {e}")))?;
         if !ALGORITHMS.contains(&head.alg) {

@@ -72,8 +72,8 @@ pub async fn check_arguments(
 ) -> Result<(), Refusal> {
     safety_flags(defaults, args)?;
     if let Some(schema) = input_schema {
-        let validator = jsonschema::validator_for(schema)
-            .map_err(|_| invalid(format!("tool {tool} declares an unusable inputSchema")))?;
+        let validator = compiled_schema(schema)
+            .ok_or_else(|| invalid(format!("tool {tool} declares an unusable inputSchema")))?;
         let value = Value::Object(args.clone());
         if let Some(e) = validator.iter_errors(&value).next() {
             let at = e.instance_path().to_string();
@@ -103,6 +103,41 @@ pub async fn check_arguments(
         }
     }
     Ok(())
+}
+
+/// Compiled validators by schema text: compiling costs far more than validating, and a tool's
+/// schema changes only when the server's tool list does.
+fn compiled_schema(schema: &Value) -> Option<std::sync::Arc<jsonschema::Validator>> {
+    static CACHE: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let key = schema.to_string();
+    if let Some(v) = CACHE.lock().ok()?.get(&key) {
+        return Some(v.clone());
+    }
+    let v = std::sync::Arc::new(jsonschema::validator_for(schema).ok()?);
+    let mut cache = CACHE.lock().ok()?;
+    if cache.len() > 1024 {
+        cache.clear();
+    }
+    cache.insert(key, v.clone());
+    Some(v)
+}
+
+/// Compiled argument patterns, anchored to the whole value.
+fn compiled_pattern(pattern: &str) -> Option<Regex> {
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Regex>>> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(r) = CACHE.lock().ok()?.get(pattern) {
+        return Some(r.clone());
+    }
+    let r = Regex::new(&format!("^(?:{pattern})$")).ok()?;
+    let mut cache = CACHE.lock().ok()?;
+    if cache.len() > 1024 {
+        cache.clear();
+    }
+    cache.insert(pattern.to_string(), r.clone());
+    Some(r)
 }
 
 fn top_level(name: &str) -> &str {
@@ -220,8 +255,9 @@ async fn check_value(
         )));
     }
     if let Some(p) = &rule.pattern {
-        let re = Regex::new(&format!("^(?:{p})$"))
-            .map_err(|_| invalid(format!("the pattern for '{name}' is not a valid expression")))?;
+        let re = compiled_pattern(p).ok_or_else(|| {
+            invalid(format!("the pattern for '{name}' is not a valid expression"))
+        })?;
         if !re.is_match(s) {
             return Err(invalid(format!("argument '{name}' does not match the allowed pattern")));
         }

@@ -2,6 +2,8 @@
 //! (installed by e2e/peers/install), the gateway binary, and the stdio bridge.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod idp;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
