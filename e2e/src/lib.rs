@@ -226,46 +226,33 @@ impl Operator {
         extra: &[&str],
     ) -> Result<Operator, HarnessError> {
         let metrics_port = free_port();
-        let bin = palisade_bin();
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("palisade-operator-{shard}-{metrics_port}.log")),
+        let mut args = vec![
+            "--namespace".to_string(),
+            namespace.to_string(),
+            "--metrics-address".to_string(),
+            format!("127.0.0.1:{metrics_port}"),
+            "--selector".to_string(),
+            format!("palisade.dev/e2e-shard={shard}"),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = spawn_palisade(
+            "operator",
+            &args,
+            kubeconfig,
+            &format!("palisade-operator-{shard}-{metrics_port}.log"),
+            metrics_port,
         )
-        .map_err(|e| HarnessError::Io("operator log".into(), e))?;
-        let child = tokio::process::Command::new(&bin)
-            .arg("operator")
-            .args(["--namespace", namespace])
-            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--selector", &format!("palisade.dev/e2e-shard={shard}")])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| HarnessError::Spawn(bin.display().to_string(), e))?;
-        let op = Operator { child, metrics_port };
-        eventually(Duration::from_secs(30), "operator /readyz", || async {
-            let body = http_get_local(op.metrics_port, "/readyz").await?;
-            (body == "ok").then_some(())
-        })
         .await?;
-        Ok(op)
+        Ok(Operator { child, metrics_port })
     }
 
     /// The sum of a metric family in the operator's /metrics.
     pub async fn metric(&self, family: &str) -> Option<f64> {
-        let text = http_get_local(self.metrics_port, "/metrics").await?;
-        Some(
-            text.lines()
-                .filter(|l| {
-                    l.starts_with(family)
-                        && (l[family.len()..].starts_with('{')
-                            || l[family.len()..].starts_with(' '))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        metric_sum(self.metrics_port, |l| {
+            l.starts_with(family)
+                && (l[family.len()..].starts_with('{') || l[family.len()..].starts_with(' '))
+        })
+        .await
     }
 
     pub async fn kill(&mut self) {
@@ -462,47 +449,81 @@ impl Webhook {
         extra: &[&str],
     ) -> Result<Webhook, HarnessError> {
         let metrics_port = free_port();
-        let bin = palisade_bin();
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("palisade-webhook-{port}.log")),
+        let mut args: Vec<String> = [
+            "--namespace",
+            namespace,
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-address",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--extra-san",
+            "127.0.0.1",
+            "--webhook-configuration",
+            "palisade",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = spawn_palisade(
+            "webhook",
+            &args,
+            kubeconfig,
+            &format!("palisade-webhook-{port}.log"),
+            metrics_port,
         )
-        .map_err(|e| HarnessError::Io("webhook log".into(), e))?;
-        let child = tokio::process::Command::new(&bin)
-            .arg("webhook")
-            .args(["--namespace", namespace])
-            .args(["--address", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--extra-san", "127.0.0.1", "--webhook-configuration", "palisade"])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| HarnessError::Spawn(bin.display().to_string(), e))?;
-        let w = Webhook { child, port, metrics_port };
-        eventually(Duration::from_secs(30), "webhook /readyz", || async {
-            (http_get_local(w.metrics_port, "/readyz").await? == "ok").then_some(())
-        })
         .await?;
-        Ok(w)
+        Ok(Webhook { child, port, metrics_port })
     }
 
     /// The sum of a metric family, optionally only lines containing `filter`.
     pub async fn metric(&self, family: &str, filter: &str) -> Option<f64> {
-        let text = http_get_local(self.metrics_port, "/metrics").await?;
-        Some(
-            text.lines()
-                .filter(|l| l.starts_with(family) && l.contains(filter))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        metric_sum(self.metrics_port, |l| l.starts_with(family) && l.contains(filter)).await
     }
 
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// Starts `palisade SUBCOMMAND ARGS` with `kubeconfig`, its log in the temp dir, and waits
+/// until its `/readyz` on `metrics_port` says ok.
+async fn spawn_palisade(
+    subcommand: &str,
+    args: &[String],
+    kubeconfig: &Path,
+    log_name: &str,
+    metrics_port: u16,
+) -> Result<tokio::process::Child, HarnessError> {
+    let bin = palisade_bin();
+    let log = std::fs::File::create(std::env::temp_dir().join(log_name))
+        .map_err(|e| HarnessError::Io(format!("{subcommand} log"), e))?;
+    let child = tokio::process::Command::new(&bin)
+        .arg(subcommand)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| HarnessError::Spawn(bin.display().to_string(), e))?;
+    eventually(Duration::from_secs(30), &format!("{subcommand} /readyz"), || async {
+        (http_get_local(metrics_port, "/readyz").await? == "ok").then_some(())
+    })
+    .await?;
+    Ok(child)
+}
+
+/// The sum of the samples of the lines of a component's /metrics that `keep` selects.
+async fn metric_sum(port: u16, keep: impl Fn(&str) -> bool) -> Option<f64> {
+    let text = http_get_local(port, "/metrics").await?;
+    Some(
+        text.lines()
+            .filter(|l| keep(l))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
 }
 
 /// The chart's admission objects (webhook configuration and, when `policy`, the

@@ -114,6 +114,23 @@ fn in_namespace(file: &str, ns: &str) -> String {
         .replace("namespace: mcp-demo", &format!("namespace: {ns}"))
 }
 
+/// Starts the webhook (with `flags`) in a fresh namespace and registers it with the API
+/// server; the guard removes the registration.
+async fn registered_webhook(
+    cluster: &Cluster,
+    client: &kube::Client,
+    home_prefix: &str,
+    flags: &[&str],
+) -> (TestNamespace, Webhook, AdmissionGuard) {
+    install_crds(client).await.unwrap();
+    let home = TestNamespace::create(client, home_prefix).await.unwrap();
+    let webhook = Webhook::start(cluster, &home.name, flags).await.unwrap();
+    let guard =
+        install(cluster, Some(&format!("https://127.0.0.1:{}", webhook.port)), false, &home.name)
+            .await;
+    (home, webhook, guard)
+}
+
 async fn platform_namespace(
     client: &kube::Client,
     cluster: &Cluster,
@@ -141,12 +158,7 @@ async fn rejected_classes_fail_with_the_webhooks_message_and_dry_run_agrees() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::shared().await;
     let client = cluster.client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let home = TestNamespace::create(&client, "e2e-wh-home").await.unwrap();
-    let webhook = Webhook::start(cluster, &home.name, &[]).await.unwrap();
-    let _guard =
-        install(cluster, Some(&format!("https://127.0.0.1:{}", webhook.port)), false, &home.name)
-            .await;
+    let (home, webhook, _guard) = registered_webhook(cluster, &client, "e2e-wh-home", &[]).await;
     let ns = platform_namespace(&client, cluster, "e2e-wh-table").await;
 
     for case in table() {
@@ -202,12 +214,8 @@ async fn labelled_workloads_are_checked_and_unlabelled_ones_never_reach_the_webh
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::shared().await;
     let client = cluster.client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let home = TestNamespace::create(&client, "e2e-wh-pods-home").await.unwrap();
-    let webhook = Webhook::start(cluster, &home.name, &[]).await.unwrap();
-    let _guard =
-        install(cluster, Some(&format!("https://127.0.0.1:{}", webhook.port)), false, &home.name)
-            .await;
+    let (home, webhook, _guard) =
+        registered_webhook(cluster, &client, "e2e-wh-pods-home", &[]).await;
     let ns = TestNamespace::create(&client, "e2e-wh-pods").await.unwrap();
     let n = &ns.name;
 
@@ -360,16 +368,14 @@ async fn certificates_bootstrap_rotate_and_the_ca_bundle_follows() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::shared().await;
     let client = cluster.client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let home = TestNamespace::create(&client, "e2e-wh-certs").await.unwrap();
     // Short lifetimes stand in for months: leaves live 6 s, the CA 24 s.
-    let webhook =
-        Webhook::start(cluster, &home.name, &["--cert-validity", "6s", "--ca-validity", "24s"])
-            .await
-            .unwrap();
-    let _guard =
-        install(cluster, Some(&format!("https://127.0.0.1:{}", webhook.port)), false, &home.name)
-            .await;
+    let (home, webhook, _guard) = registered_webhook(
+        cluster,
+        &client,
+        "e2e-wh-certs",
+        &["--cert-validity", "6s", "--ca-validity", "24s"],
+    )
+    .await;
     let configs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &home.name);
     let bundle = || async {

@@ -88,6 +88,11 @@ pub enum ApprovalError {
     WrongHash(String),
 }
 
+/// A plan that exists and has not expired.
+fn live<'a>(plans: &'a mut HashMap<String, Plan>, id: &str) -> Result<&'a mut Plan, ApprovalError> {
+    plans.get_mut(id).filter(|p| !p.expired()).ok_or_else(|| ApprovalError::Unknown(id.into()))
+}
+
 #[derive(Default)]
 pub struct Approvals {
     plans: Mutex<HashMap<String, Plan>>,
@@ -136,10 +141,7 @@ impl Approvals {
         approve: bool,
     ) -> Result<Plan, ApprovalError> {
         let mut plans = self.plans.lock().map_err(|_| ApprovalError::Unknown(id.into()))?;
-        let plan = plans
-            .get_mut(id)
-            .filter(|p| !p.expired())
-            .ok_or_else(|| ApprovalError::Unknown(id.into()))?;
+        let plan = live(&mut plans, id)?;
         if plan.hash != hash {
             return Err(ApprovalError::WrongHash(id.into()));
         }
@@ -169,10 +171,7 @@ impl Approvals {
         principal: &str,
     ) -> Result<Plan, ApprovalError> {
         let mut plans = self.plans.lock().map_err(|_| ApprovalError::Unknown(id.into()))?;
-        let plan = plans
-            .get_mut(id)
-            .filter(|p| !p.expired())
-            .ok_or_else(|| ApprovalError::Unknown(id.into()))?;
+        let plan = live(&mut plans, id)?;
         if plan.requester != principal {
             return Err(ApprovalError::OtherPrincipal(id.into()));
         }

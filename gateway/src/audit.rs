@@ -114,6 +114,11 @@ impl Audit {
         })
     }
 
+    /// Whether records are written (callers skip computing what only the record needs).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Appends a record (`type` plus fields); returns its hash.
     pub fn record(&self, kind: &str, fields: Value) -> Option<String> {
         if !self.enabled {

@@ -148,6 +148,14 @@ impl Authenticator {
         })
     }
 
+    /// Drops remembered token verifications (the config changed: issuer, audience or scopes
+    /// may be different now).
+    pub fn forget_verified(&self) {
+        if let Ok(mut m) = self.verified.lock() {
+            m.clear();
+        }
+    }
+
     /// Authenticates one request. `query` is the request URI's query string.
     pub async fn authenticate(
         &self,

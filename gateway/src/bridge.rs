@@ -160,7 +160,7 @@ pub async fn run(args: Args) -> Result<(), BridgeError> {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown_signal() => break,
+            _ = palisade_https::shutdown_signal() => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -179,19 +179,4 @@ pub async fn run(args: Args) -> Result<(), BridgeError> {
     tasks.shutdown().await;
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -71,7 +71,6 @@ impl Kind {
 pub fn emit(gw: &Gateway, kind: Kind, request_id: &str, principal: &str, detail: &str) {
     gw.metrics.security_events.get_or_create(&EventLabel { kind: kind.as_str().into() }).inc();
     let event = json!({
-        "type": "security_event",
         "kind": kind.as_str(),
         "severity": kind.severity(),
         "mitre_attack": kind.technique(),
@@ -80,16 +79,6 @@ pub fn emit(gw: &Gateway, kind: Kind, request_id: &str, principal: &str, detail:
         "detail": detail,
     });
     warn!(target: "palisade::security", security_event = %event, "{}", kind.as_str());
-    // Security events are part of the tamper-evident record too.
-    gw.audit.record(
-        "security_event",
-        json!({
-            "kind": kind.as_str(),
-            "severity": kind.severity(),
-            "mitre_attack": kind.technique(),
-            "request_id": request_id,
-            "principal": principal,
-            "detail": detail,
-        }),
-    );
+    // Security events are part of the tamper-evident record too (the record adds `type`).
+    gw.audit.record("security_event", event);
 }

@@ -53,30 +53,55 @@ impl Call {
     }
 }
 
+/// A tool as the server declared it in `tools/list`, with its schemas compiled on first use
+/// (compiling costs far more than validating; a definition changes only with the list).
+pub struct Tool {
+    pub def: Value,
+    input: std::sync::OnceLock<Option<Result<jsonschema::Validator, String>>>,
+    output: std::sync::OnceLock<Option<Result<jsonschema::Validator, String>>>,
+}
+
+fn compile(schema: Option<&Value>) -> Option<Result<jsonschema::Validator, String>> {
+    schema.map(|s| jsonschema::validator_for(s).map_err(|e| e.to_string()))
+}
+
+impl Tool {
+    /// The compiled `inputSchema`: `None` without one, `Err` when it does not compile.
+    pub fn input_validator(&self) -> Option<Result<&jsonschema::Validator, &str>> {
+        let compiled = self.input.get_or_init(|| compile(self.def.get("inputSchema")));
+        compiled.as_ref().map(|r| r.as_ref().map_err(String::as_str))
+    }
+
+    fn output_validator(&self) -> Option<&jsonschema::Validator> {
+        let compiled = self.output.get_or_init(|| compile(self.def.get("outputSchema")));
+        compiled.as_ref().and_then(|r| r.as_ref().ok())
+    }
+}
+
 /// Tool definitions seen in `tools/list` results (the startup handshake and clients' lists):
 /// input schemas for argument checks, output schemas for result checks, annotations.
 #[derive(Default)]
 pub struct ToolCache {
-    tools: Mutex<HashMap<String, Arc<Value>>>,
+    tools: Mutex<HashMap<String, Arc<Tool>>>,
 }
 
 impl ToolCache {
     pub fn learn(&self, tools: &[Value]) {
         if let Ok(mut m) = self.tools.lock() {
             for t in tools {
-                if let Some(name) = t.get("name").and_then(Value::as_str) {
-                    m.insert(name.to_string(), Arc::new(t.clone()));
+                let Some(name) = t.get("name").and_then(Value::as_str) else { continue };
+                if m.get(name).is_some_and(|known| known.def == *t) {
+                    continue; // keep the compiled schemas
                 }
+                let tool =
+                    Tool { def: t.clone(), input: Default::default(), output: Default::default() };
+                m.insert(name.to_string(), Arc::new(tool));
             }
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Value>> {
+    pub fn get(&self, name: &str) -> Option<Arc<Tool>> {
         self.tools.lock().ok().and_then(|m| m.get(name).cloned())
-    }
-
-    fn output_schema(&self, name: &str) -> Option<Value> {
-        self.get(name).and_then(|t| t.get("outputSchema").cloned())
     }
 }
 
@@ -221,7 +246,7 @@ pub async fn request(
             Some(json!({"retryAfterSeconds": e.retry_after_seconds})),
         ));
     }
-    let params_hash = params.as_ref().map(crate::audit::digest);
+    let params_hash = params.as_ref().filter(|_| call.gw.audit.enabled()).map(crate::audit::digest);
     let mut approval = None;
     if method == "tools/call"
         && let Some(p) = params.as_mut()
@@ -406,6 +431,12 @@ struct Relay {
 
 impl Relay {
     fn done(&self, call: &Call, outcome: &str, answer: Option<(&Value, &Mediation)>) {
+        call.gw.metrics.in_flight.dec();
+        call.gw.metrics.count(&self.method, outcome);
+        call.gw.metrics.duration.observe(self.started.elapsed().as_secs_f64());
+        if !call.gw.audit.enabled() {
+            return;
+        }
         let result_hash = answer.and_then(|(m, _)| m.get("result")).map(crate::audit::digest);
         let mut extra = json!({"outcome": outcome, "latency_ms": self.started.elapsed().as_secs_f64() * 1000.0});
         if let Some((_, med)) = answer {
@@ -426,9 +457,6 @@ impl Relay {
             result_hash.as_deref(),
             Some(extra),
         );
-        call.gw.metrics.in_flight.dec();
-        call.gw.metrics.count(&self.method, outcome);
-        call.gw.metrics.duration.observe(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -681,10 +709,9 @@ fn filter_result(call: &Call, method: &str, result: &mut Value) {
 }
 
 fn output_schema_violation(tool: &str, msg: &Value) -> Option<String> {
-    let schema = tool_cache().output_schema(tool)?;
     let structured = msg.pointer("/result/structuredContent")?;
-    let validator = jsonschema::validator_for(&schema).ok()?;
-    validator.iter_errors(structured).next().map(|e| e.to_string())
+    let tool = tool_cache().get(tool)?;
+    tool.output_validator()?.iter_errors(structured).next().map(|e| e.to_string())
 }
 
 /// Errors from the server reach the client without internal detail: no stack traces,

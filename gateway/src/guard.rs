@@ -61,29 +61,39 @@ impl Resolve for SystemResolver {
     }
 }
 
-/// Checks (and, for stripped safety flags, edits) the arguments of one call.
+/// Checks (and, for stripped safety flags, edits) the arguments of one call in place.
 pub async fn check_arguments(
     tool: &str,
     policy: Option<&ToolPolicy>,
     defaults: &ToolDefaults,
-    input_schema: Option<&Value>,
-    args: &mut Map<String, Value>,
+    input_schema: Option<Result<&jsonschema::Validator, &str>>,
+    arguments: &mut Value,
     resolver: &dyn Resolve,
 ) -> Result<(), Refusal> {
+    let Value::Object(args) = arguments else {
+        return Err(invalid("arguments must be an object"));
+    };
     safety_flags(defaults, args)?;
-    if let Some(schema) = input_schema {
-        let validator = compiled_schema(schema)
-            .ok_or_else(|| invalid(format!("tool {tool} declares an unusable inputSchema")))?;
-        let value = Value::Object(args.clone());
-        if let Some(e) = validator.iter_errors(&value).next() {
-            let at = e.instance_path().to_string();
-            return Err(invalid(format!(
-                "arguments do not match the tool's inputSchema at '{}': {}",
-                if at.is_empty() { "/" } else { &at },
-                e
-            )));
+    match input_schema {
+        None => {}
+        Some(Err(_)) => {
+            return Err(invalid(format!("tool {tool} declares an unusable inputSchema")));
+        }
+        Some(Ok(validator)) => {
+            let value: &Value = arguments;
+            if let Some(e) = validator.iter_errors(value).next() {
+                let at = e.instance_path().to_string();
+                return Err(invalid(format!(
+                    "arguments do not match the tool's inputSchema at '{}': {}",
+                    if at.is_empty() { "/" } else { &at },
+                    e
+                )));
+            }
         }
     }
+    let Value::Object(args) = arguments else {
+        return Err(invalid("arguments must be an object"));
+    };
     let Some(policy) = policy else { return Ok(()) };
     if policy.deny_unlisted_arguments {
         for name in args.keys() {
@@ -103,25 +113,6 @@ pub async fn check_arguments(
         }
     }
     Ok(())
-}
-
-/// Compiled validators by schema text: compiling costs far more than validating, and a tool's
-/// schema changes only when the server's tool list does.
-fn compiled_schema(schema: &Value) -> Option<std::sync::Arc<jsonschema::Validator>> {
-    static CACHE: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>,
-    > = std::sync::LazyLock::new(Default::default);
-    let key = schema.to_string();
-    if let Some(v) = CACHE.lock().ok()?.get(&key) {
-        return Some(v.clone());
-    }
-    let v = std::sync::Arc::new(jsonschema::validator_for(schema).ok()?);
-    let mut cache = CACHE.lock().ok()?;
-    if cache.len() > 1024 {
-        cache.clear();
-    }
-    cache.insert(key, v.clone());
-    Some(v)
 }
 
 /// Compiled argument patterns, anchored to the whole value.

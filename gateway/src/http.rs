@@ -65,12 +65,9 @@ async fn authn(
     next: axum::middleware::Next,
 ) -> Response {
     let cfg = app.gw.config();
-    let certs = req
-        .extensions()
-        .get::<palisade_https::Peer>()
-        .map(|p| p.certificates.clone())
-        .unwrap_or_default();
-    match app.gw.auth.authenticate(&cfg, req.headers(), req.uri().query(), &certs).await {
+    let certs: &[_] =
+        req.extensions().get::<palisade_https::Peer>().map_or(&[], |p| &p.certificates);
+    match app.gw.auth.authenticate(&cfg, req.headers(), req.uri().query(), certs).await {
         Ok(p) => {
             req.extensions_mut().insert(p);
             next.run(req).await
@@ -659,6 +656,56 @@ async fn legacy_post(
     }
 }
 
+/// GET and DELETE on the MCP path exist only in the session era: the stateless revision
+/// answers 405 (after the common prechecks).
+fn session_era_only(gw: &Gateway, h: &HeaderMap, trace: &TraceContext) -> Option<Response> {
+    if let Some(r) = precheck(gw, h, trace) {
+        return Some(r);
+    }
+    if header_str(h, "mcp-protocol-version").and_then(Rev::parse).is_some_and(|r| r.stateless()) {
+        return Some(
+            Response::builder()
+                .status(StatusCode::METHOD_NOT_ALLOWED)
+                .header(header::ALLOW, "POST")
+                .body(Body::empty())
+                .unwrap_or_default(),
+        );
+    }
+    None
+}
+
+/// The session named by `Mcp-Session-Id`, if it exists and belongs to `principal`. Without
+/// the header the answer is `missing_status` (400 for GET, 404 for DELETE).
+fn owned_session(
+    gw: &Gateway,
+    h: &HeaderMap,
+    principal: &Principal,
+    trace: &TraceContext,
+    missing_status: u16,
+) -> Result<Arc<DownSession>, Box<Response>> {
+    let Some(id) = header_str(h, "mcp-session-id") else {
+        let message = if missing_status == 400 {
+            "Bad Request: Mcp-Session-Id required"
+        } else {
+            "Session not found"
+        };
+        return Err(Box::new(error_response(missing_status, None, INVALID_REQUEST, message, None)));
+    };
+    let Some(session) = gw.session(id) else {
+        return Err(Box::new(error_response(
+            404,
+            None,
+            INVALID_REQUEST,
+            "Session not found",
+            None,
+        )));
+    };
+    match session_guard(gw, &session, principal, trace) {
+        Some(r) => Err(Box::new(r)),
+        None => Ok(session),
+    }
+}
+
 /// A session may only be used by the principal that created it.
 fn session_guard(
     gw: &Gateway,
@@ -988,29 +1035,16 @@ async fn get_mcp(
     h: HeaderMap,
 ) -> Response {
     let trace = trace_of(&h);
-    if let Some(r) = precheck(&app.gw, &h, &trace) {
+    if let Some(r) = session_era_only(&app.gw, &h, &trace) {
         return r;
-    }
-    if header_str(&h, "mcp-protocol-version").and_then(Rev::parse).is_some_and(|r| r.stateless()) {
-        return Response::builder()
-            .status(StatusCode::METHOD_NOT_ALLOWED)
-            .header(header::ALLOW, "POST")
-            .body(Body::empty())
-            .unwrap_or_default();
     }
     if !accepts(&h, "text/event-stream") {
         return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include text/event-stream");
     }
-    let Some(session) = header_str(&h, "mcp-session-id").and_then(|id| app.gw.session(id)) else {
-        return if header_str(&h, "mcp-session-id").is_some() {
-            error_response(404, None, INVALID_REQUEST, "Session not found", None)
-        } else {
-            error_response(400, None, INVALID_REQUEST, "Bad Request: Mcp-Session-Id required", None)
-        };
+    let session = match owned_session(&app.gw, &h, &principal, &trace, 400) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Some(r) = session_guard(&app.gw, &session, &principal, &trace) {
-        return r;
-    }
     session.touch();
     let backlog = match header_str(&h, "last-event-id").and_then(|v| v.parse::<u64>().ok()) {
         Some(last) => match session.events.lock().ok().and_then(|log| log.after(last)) {
@@ -1040,22 +1074,13 @@ async fn delete_mcp(
     h: HeaderMap,
 ) -> Response {
     let trace = trace_of(&h);
-    if let Some(r) = precheck(&app.gw, &h, &trace) {
+    if let Some(r) = session_era_only(&app.gw, &h, &trace) {
         return r;
     }
-    if header_str(&h, "mcp-protocol-version").and_then(Rev::parse).is_some_and(|r| r.stateless()) {
-        return Response::builder()
-            .status(StatusCode::METHOD_NOT_ALLOWED)
-            .header(header::ALLOW, "POST")
-            .body(Body::empty())
-            .unwrap_or_default();
-    }
-    let Some(session) = header_str(&h, "mcp-session-id").and_then(|id| app.gw.session(id)) else {
-        return error_response(404, None, INVALID_REQUEST, "Session not found", None);
+    let session = match owned_session(&app.gw, &h, &principal, &trace, 404) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if let Some(r) = session_guard(&app.gw, &session, &principal, &trace) {
-        return r;
-    }
     app.gw.end_session(&session.id).await;
     info!(session = %short(&session.id), "session ended by the client");
     StatusCode::OK.into_response()

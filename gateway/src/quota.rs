@@ -15,10 +15,10 @@ struct Window {
     seen: Instant,
 }
 
-/// Fixed-window counters keyed by (principal, what).
+/// Fixed-window counters by limit, then principal (looked up without allocating).
 #[derive(Default)]
 pub struct Counters {
-    windows: Mutex<HashMap<(String, String), Window>>,
+    windows: Mutex<HashMap<String, HashMap<String, Window>>>,
 }
 
 /// A refused request: which limit, and seconds until the window resets.
@@ -35,15 +35,22 @@ impl Counters {
         let Ok(mut w) = self.windows.lock() else {
             return Err(Exceeded { limit: what.into(), retry_after_seconds: 1 });
         };
-        if w.len() >= MAX_KEYS {
+        let by_who = match w.get_mut(what) {
+            Some(m) => m,
+            None => w.entry(what.to_string()).or_default(),
+        };
+        if by_who.len() >= MAX_KEYS {
             let horizon = now.checked_sub(Duration::from_secs(3600)).unwrap_or(now);
-            w.retain(|_, v| v.seen > horizon);
+            by_who.retain(|_, v| v.seen > horizon);
         }
-        let e = w.entry((who.to_string(), what.to_string())).or_insert(Window {
-            started: now,
-            count: 0,
-            seen: now,
-        });
+        let e = match by_who.get_mut(who) {
+            Some(e) => e,
+            None => by_who.entry(who.to_string()).or_insert(Window {
+                started: now,
+                count: 0,
+                seen: now,
+            }),
+        };
         if now.duration_since(e.started) >= per {
             e.started = now;
             e.count = 0;

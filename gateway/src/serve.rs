@@ -82,21 +82,6 @@ fn probe_loop(gw: Arc<Gateway>) {
     });
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     palisade_https::install_crypto_provider();
     let cfg = load(&config_path)?;
@@ -172,7 +157,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         tls,
         crate::http::router(gw.clone()),
         limits,
-        shutdown_signal(),
+        palisade_https::shutdown_signal(),
         drain,
     )
     .await;

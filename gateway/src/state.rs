@@ -196,6 +196,7 @@ impl Gateway {
 
     pub fn set_config(&self, cfg: GatewayConfig) {
         self.policy.reload(&cfg);
+        self.auth.forget_verified();
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(cfg);
         }

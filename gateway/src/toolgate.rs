@@ -45,8 +45,8 @@ pub fn visible(cfg: &GatewayConfig, tool: &str) -> bool {
 
 /// What the server's annotations claim, which can only make a tool stricter.
 fn annotated_effect(tool: &str) -> ToolEffect {
-    let Some(def) = tool_cache().get(tool) else { return ToolEffect::Read };
-    let a = def.get("annotations");
+    let Some(known) = tool_cache().get(tool) else { return ToolEffect::Read };
+    let a = known.def.get("annotations");
     let flag = |k: &str| a.and_then(|a| a.get(k)).and_then(Value::as_bool);
     match (flag("readOnlyHint"), flag("destructiveHint")) {
         (_, Some(true)) => ToolEffect::Destructive,
@@ -109,11 +109,41 @@ pub async fn check(
         ));
     }
 
-    // Arguments: safety flags, inputSchema, per-argument rules.
-    let mut args: Map<String, Value> = match params.get("arguments") {
-        Some(Value::Object(m)) => m.clone(),
-        None => Map::new(),
-        Some(_) => {
+    // Arguments: safety flags, inputSchema, per-argument rules; checked where they are, in
+    // the params that will be forwarded.
+    let had_arguments = params.get("arguments").is_some();
+    let Some(p) = params.as_object_mut() else {
+        return Err(refused(
+            id,
+            Kind::ValidationFailure,
+            INVALID_PARAMS,
+            "params must be an object".into(),
+            None,
+        ));
+    };
+    let args = p.entry("arguments").or_insert_with(|| Value::Object(Map::new()));
+    let known = tool_cache().get(&tool);
+    let checked = crate::guard::check_arguments(
+        &tool,
+        policy_of(cfg, &tool),
+        &cfg.tool_defaults,
+        known.as_ref().and_then(|t| t.input_validator()),
+        args,
+        call.gw.resolver.as_ref(),
+    )
+    .await;
+    let args = match (checked, params.get_mut("arguments").map(Value::take)) {
+        (Ok(()), Some(Value::Object(m))) => m,
+        (Err(r), _) => {
+            return Err(refused(
+                id,
+                r.kind,
+                INVALID_PARAMS,
+                format!("Invalid arguments for {tool}: {}", r.message),
+                None,
+            ));
+        }
+        (Ok(()), _) => {
             return Err(refused(
                 id,
                 Kind::ValidationFailure,
@@ -123,28 +153,6 @@ pub async fn check(
             ));
         }
     };
-    let schema = tool_cache().get(&tool).and_then(|t| t.get("inputSchema").cloned());
-    crate::guard::check_arguments(
-        &tool,
-        policy_of(cfg, &tool),
-        &cfg.tool_defaults,
-        schema.as_ref(),
-        &mut args,
-        call.gw.resolver.as_ref(),
-    )
-    .await
-    .map_err(|r| {
-        refused(
-            id,
-            r.kind,
-            INVALID_PARAMS,
-            format!("Invalid arguments for {tool}: {}", r.message),
-            None,
-        )
-    })?;
-    if params.get("arguments").is_some() {
-        params["arguments"] = Value::Object(args.clone());
-    }
 
     // Approval: plan first, then the approved exact call.
     let mut approval = None;
@@ -185,6 +193,12 @@ pub async fn check(
                 return Ok(Err(plan_result(id, &plan, call.rev.stateless())));
             }
         }
+    }
+
+    if had_arguments {
+        params["arguments"] = Value::Object(args);
+    } else if let Some(p) = params.as_object_mut() {
+        p.remove("arguments");
     }
 
     // Budgets and rates, counted only for calls that go to the server.

@@ -436,6 +436,12 @@ async fn the_argument_attack_suite_is_refused_and_audited() {
         let answer = call_tool(&s, &token, tool, args.clone(), None).await;
         assert_eq!(text_of(&answer), expect, "{tool} {args}: {answer}");
     }
+    // Arguments that contradict the tool's declared inputSchema never reach the server.
+    for args in [json!({"a": "one", "b": 2}), json!({"a": 1}), json!({"a": 1.5, "b": 2})] {
+        let answer = call_tool(&s, &token, "add", args.clone(), None).await;
+        let message = answer.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
+        assert!(message.contains("inputSchema"), "add {args}: {answer}");
+    }
     // Every refused case is a security event in the audit log.
     let records = audit_records(&s);
     missing.retain(|(trace, _)| {

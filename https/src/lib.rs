@@ -43,6 +43,23 @@ pub enum HttpsError {
 }
 
 /// The TLS provider of every Palisade process; installed once at start-up.
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C, whichever comes first; the
+/// servers of every Palisade binary drain on it.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

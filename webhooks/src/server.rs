@@ -232,21 +232,6 @@ async fn review(
     Ok(Json(response.into_review()))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 /// Keeps the CA (rotating it when due), the serving certificate and the caBundle current.
 async fn manage_certificates(
     client: Client,
@@ -416,7 +401,7 @@ pub async fn run(args: Args) -> Result<(), WebhookError> {
         Some(tls_config),
         app,
         Limits::default(),
-        shutdown_signal(),
+        palisade_https::shutdown_signal(),
         Duration::from_secs(10),
     )
     .await;

@@ -111,25 +111,6 @@ pub fn mcpserver_resource() -> ApiResource {
     )
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// A client (KUBECONFIG or in-cluster) whose every request is counted in the metrics, so
 /// that API requests per reconcile can be measured from the operator's side.
 async fn counting_client(metrics: Arc<Metrics>) -> Result<Client, RunError> {
@@ -179,7 +160,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         info!(%identity, lease = %args.lease_name, "waiting for the leader lease");
         tokio::select! {
             r = leader_rx.wait_for(|l| *l) => { if r.is_err() { return Err(RunError::LostLeadership) } }
-            _ = shutdown_signal() => { info!("stopped before becoming leader"); return Ok(()) }
+            _ = palisade_https::shutdown_signal() => { info!("stopped before becoming leader"); return Ok(()) }
         }
         info!(%identity, "acquired the leader lease");
         lease = Some((leader_rx, task));
@@ -320,10 +301,10 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         async move {
             match leader_rx.as_mut() {
                 Some(rx) => tokio::select! {
-                    _ = shutdown_signal() => {},
+                    _ = palisade_https::shutdown_signal() => {},
                     _ = rx.wait_for(|l| !*l) => { lost.store(true, Ordering::Relaxed); },
                 },
-                None => shutdown_signal().await,
+                None => palisade_https::shutdown_signal().await,
             }
         }
     };
