@@ -183,6 +183,10 @@ pub struct AuthSpec {
     /// `AnyOf`: either method suffices; `AllOf`: mTLS is a second factor.
     #[serde(default)]
     pub mode: AuthMode,
+    /// PEM bundle of CAs for the issuer's HTTPS endpoints (discovery, JWKS), for identity
+    /// providers with a private CA; the system roots are trusted as well.
+    #[serde(default, rename = "oidcCASecretRef", skip_serializing_if = "Option::is_none")]
+    pub oidc_ca_secret_ref: Option<KeyRef>,
 }
 
 /// Who may use what. Deny by default: a principal without a role can do nothing.

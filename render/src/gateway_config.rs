@@ -13,6 +13,7 @@ use crate::{ADMIN_PORT, BRIDGE_SOCKET, GATEWAY_PATH, GATEWAY_PORT};
 pub(crate) const TLS_DIR: &str = "/etc/palisade/tls";
 pub(crate) const CLIENT_CA_DIR: &str = "/etc/palisade/client-ca";
 pub(crate) const AUDIT_KEY_DIR: &str = "/etc/palisade/audit-key";
+pub(crate) const OIDC_CA_DIR: &str = "/etc/palisade/oidc-ca";
 
 pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> GatewayConfig {
     let spec = &server.spec;
@@ -47,7 +48,11 @@ pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> Gatewa
                 principal_from: m.principal_from,
             }),
             mode: spec.auth.mode,
-            oidc_ca_file: None,
+            oidc_ca_file: spec
+                .auth
+                .oidc_ca_secret_ref
+                .as_ref()
+                .map(|r| format!("{OIDC_CA_DIR}/{}", r.key)),
         },
         authorization: Authorization { roles: spec.authorization.roles.clone() },
         tools: spec.tools.clone(),

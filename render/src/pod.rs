@@ -20,7 +20,7 @@ use palisade_api::MCPServer;
 use palisade_api::mcpserver::{Resources, Transport};
 use palisade_core::config::{FILE_NAME, MOUNT_DIR};
 
-use crate::gateway_config::{AUDIT_KEY_DIR, CLIENT_CA_DIR, TLS_DIR};
+use crate::gateway_config::{AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, TLS_DIR};
 use crate::labels::Meta;
 use crate::{
     ADMIN_PORT, BRIDGE_BINARY, BRIDGE_SOCKET, CONFIG_HASH_ANNOTATION, EGRESS_HOSTS_ANNOTATION,
@@ -261,6 +261,10 @@ pub(crate) fn deployment(
         let r = &mtls.client_ca_secret_ref;
         volumes.push(secret_volume("client-ca", &r.name, std::slice::from_ref(&r.key)));
         gateway_mounts.push(mount("client-ca", CLIENT_CA_DIR, true));
+    }
+    if let Some(r) = &spec.auth.oidc_ca_secret_ref {
+        volumes.push(secret_volume("oidc-ca", &r.name, std::slice::from_ref(&r.key)));
+        gateway_mounts.push(mount("oidc-ca", OIDC_CA_DIR, true));
     }
     if let Some(k) = &spec.audit.signing_key_secret_ref {
         volumes.push(secret_volume("audit-key", &k.name, std::slice::from_ref(&k.key)));

@@ -454,3 +454,52 @@ fn cilium_policy_expresses_host_rules() {
     assert_eq!(annotations[EGRESS_HOSTS_ANNOTATION], "api.weather.gov:443,login.example.com:443");
     assert!(render(&s, &RenderOptions::default()).unwrap().cilium_policy.is_none());
 }
+
+#[test]
+fn secret_references_become_read_only_files_the_gateway_config_names() {
+    let mut server = example("everything-http.yaml");
+    server.spec.auth.oidc_ca_secret_ref = Some(
+        serde_json::from_value(serde_json::json!({"name": "idp-ca", "key": "ca.pem"})).unwrap(),
+    );
+    server.spec.audit.signing_key_secret_ref = Some(
+        serde_json::from_value(serde_json::json!({"name": "audit", "key": "ed25519.pem"})).unwrap(),
+    );
+    let r = render(&server, &RenderOptions::default()).unwrap();
+    let cfg = &r.gateway_config;
+    let p = pod(&r);
+    let gateway = p.containers.iter().find(|c| c.name == "gateway").unwrap();
+    let mounts = gateway.volume_mounts.clone().unwrap_or_default();
+    let volumes = p.volumes.clone().unwrap_or_default();
+    let mut files = vec![cfg.auth.oidc_ca_file.clone().unwrap()];
+    files.extend(cfg.auth.mtls.as_ref().map(|m| m.client_ca_file.clone()));
+    files.extend(cfg.audit.signing_key_file.clone());
+    assert_eq!(files.len(), 3, "{files:?}");
+    for file in files {
+        // The deepest mount holding the file is the one that serves it.
+        let m = mounts
+            .iter()
+            .filter(|m| file.starts_with(&format!("{}/", m.mount_path)))
+            .max_by_key(|m| m.mount_path.len())
+            .unwrap_or_else(|| panic!("{file} is not under a gateway mount"));
+        assert_eq!(m.read_only, Some(true), "{file}");
+        let v = volumes.iter().find(|v| v.name == m.name).unwrap();
+        let secret = v.secret.as_ref().unwrap_or_else(|| panic!("{file} is not from a Secret"));
+        let key = file.rsplit('/').next().unwrap();
+        assert!(
+            secret.items.as_ref().unwrap().iter().any(|i| i.key == key && i.path == key),
+            "{file}"
+        );
+        // No other container sees it.
+        for c in p.containers.iter().filter(|c| c.name != "gateway") {
+            assert!(
+                c.volume_mounts.iter().flatten().all(|cm| cm.name != m.name),
+                "{file} in {}",
+                c.name
+            );
+        }
+    }
+    assert_eq!(
+        server.spec.auth.oidc_ca_secret_ref.as_ref().map(|r| r.name.as_str()),
+        Some("idp-ca")
+    );
+}
