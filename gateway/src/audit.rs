@@ -46,11 +46,10 @@ pub fn digest(v: &Value) -> String {
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
 
-/// The hash of a record: over its canonical text without its own `hash` member.
-fn record_hash(record: &Map<String, Value>) -> String {
-    let mut r = record.clone();
-    r.remove("hash");
-    digest(&Value::Object(r))
+/// The hash of a record: over its canonical text (serde_json orders object keys) without its
+/// own `hash` member, which the caller has removed.
+fn record_hash(text_without_hash: &str) -> String {
+    hex::encode(Sha256::digest(text_without_hash.as_bytes()))
 }
 
 fn now_rfc3339() -> String {
@@ -144,9 +143,11 @@ impl Audit {
                 r.entry(k).or_insert(v);
             }
         }
-        let hash = record_hash(&r);
-        r.insert("hash".into(), json!(hash));
-        let line = format!("{}\n", Value::Object(r));
+        let text = Value::Object(r).to_string();
+        let hash = record_hash(&text);
+        // The line is the canonical text with the hash appended; verifiers re-serialise
+        // canonically, so where `hash` sits in the line does not matter.
+        let line = format!("{},\"hash\":\"{hash}\"}}\n", &text[..text.len() - 1]);
         {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(line.as_bytes());
@@ -223,7 +224,7 @@ pub fn verify_lines(
     for (i, line) in lines.enumerate() {
         let n = i + 1;
         let bad = |problem: String| Broken { line: n, problem };
-        let Ok(Value::Object(r)) = serde_json::from_str::<Value>(&line) else {
+        let Ok(Value::Object(mut r)) = serde_json::from_str::<Value>(&line) else {
             return Err(bad("not a JSON object (edited or damaged)".into()));
         };
         let seq = r.get("seq").and_then(Value::as_u64);
@@ -239,8 +240,9 @@ pub fn verify_lines(
                 "does not follow the previous record (removed, inserted or reordered lines)".into(),
             ));
         }
-        let hash = record_hash(&r);
-        if r.get("hash").and_then(Value::as_str) != Some(hash.as_str()) {
+        let claimed = r.remove("hash");
+        let hash = record_hash(&Value::Object(r.clone()).to_string());
+        if claimed.as_ref().and_then(Value::as_str) != Some(hash.as_str()) {
             return Err(bad("content does not match its hash (edited)".into()));
         }
         if r.get("type").and_then(Value::as_str) == Some("checkpoint") {
