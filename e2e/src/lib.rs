@@ -117,6 +117,9 @@ impl TestNamespace {
         ns.metadata.labels =
             Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        if let Some(signed) = signed_images() {
+            signed.install_key(client, &name).await?;
+        }
         Ok(TestNamespace { name, client: client.clone() })
     }
 
@@ -126,11 +129,110 @@ impl TestNamespace {
     }
 }
 
-/// Reads a YAML file of the repository into `T`.
+/// Reads a YAML file of the repository into `T`. Example images that have signed stand-ins
+/// (see [`SignedImages`]) are replaced by them.
 pub fn load_yaml<T: DeserializeOwned>(relative: &str) -> Result<T, HarnessError> {
     let path = repo_root().join(relative);
-    let text = std::fs::read_to_string(&path).map_err(|e| HarnessError::Io(relative.into(), e))?;
+    let mut text =
+        std::fs::read_to_string(&path).map_err(|e| HarnessError::Io(relative.into(), e))?;
+    if let Some(signed) = signed_images() {
+        text = signed.rewrite(&text);
+    }
     serde_saphyr::from_str(&text).map_err(|e| HarnessError::Yaml(relative.into(), e.to_string()))
+}
+
+/// Runs the real cosign CLI in `dir` (keys without a password).
+pub async fn cosign(dir: &Path, args: &[&str]) -> Result<(), HarnessError> {
+    let bin = tool("cosign")?;
+    let out = tokio::process::Command::new(&bin)
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", "")
+        .output()
+        .await
+        .map_err(|e| HarnessError::Spawn(bin.display().to_string(), e))?;
+    if !out.status.success() {
+        return Err(HarnessError::Yaml(
+            format!("cosign {}", args.first().unwrap_or(&"")),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The Secret (and key) that the examples with `spec.signature.keys` name.
+pub const EXAMPLE_KEY_SECRET: (&str, &str) = ("cosign-public-key", "cosign.pub");
+
+/// Signed stand-ins for the examples whose spec names cosign keys, made with the real cosign
+/// CLI in a local registry by `e2e/signed-images up` (which `e2e/run-tests` runs and exports
+/// as `PALISADE_E2E_SIGNED`). Every test namespace gets the run's public key in the Secret the
+/// examples name, and operators started by the harness may reach the registry over HTTP.
+pub struct SignedImages {
+    pub dir: PathBuf,
+    pub host: String,
+    pub public_key: String,
+    /// (example image, signed stand-in pinned by digest)
+    pub images: Vec<(String, String)>,
+}
+
+pub fn signed_images() -> Option<&'static SignedImages> {
+    static SIGNED: std::sync::OnceLock<Option<SignedImages>> = std::sync::OnceLock::new();
+    SIGNED
+        .get_or_init(|| {
+            let dir = PathBuf::from(std::env::var_os("PALISADE_E2E_SIGNED")?);
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+            let images = read("images.tsv")?
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            Some(SignedImages {
+                host: read("host")?.trim().to_string(),
+                public_key: read("cosign.pub")?,
+                images,
+                dir,
+            })
+        })
+        .as_ref()
+}
+
+impl SignedImages {
+    /// `text` with every example image replaced by its signed stand-in.
+    pub fn rewrite(&self, text: &str) -> String {
+        self.images.iter().fold(text.to_string(), |t, (from, to)| t.replace(from.as_str(), to))
+    }
+
+    /// Signs `image` (`host/repo@sha256:...`) with the run's key, as the examples' stand-ins are.
+    pub async fn sign(&self, image: &str) -> Result<(), HarnessError> {
+        cosign(
+            &self.dir,
+            &[
+                "sign",
+                "--key",
+                "cosign.key",
+                "--tlog-upload=false",
+                "--allow-http-registry",
+                "--yes",
+                image,
+            ],
+        )
+        .await
+    }
+
+    /// Puts the run's cosign public key where the keyed examples expect it.
+    pub async fn install_key(&self, client: &Client, ns: &str) -> Result<(), HarnessError> {
+        let (name, key) = EXAMPLE_KEY_SECRET;
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "stringData": {key: self.public_key},
+            }))
+            .map_err(|e| HarnessError::Yaml("cosign key Secret".into(), e.to_string()))?;
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Server-side applies every CRD of the API and waits until the API server serves them.
@@ -235,6 +337,9 @@ impl Operator {
             format!("palisade.dev/e2e-shard={shard}"),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
+        if let Some(signed) = signed_images() {
+            args.extend(["--insecure-registry".to_string(), signed.host.clone()]);
+        }
         let child = spawn_palisade(
             "operator",
             &args,

@@ -14,7 +14,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use palisade_api::MCPServer;
 use palisade_e2e::{
-    Cluster, Operator, Registry, TestNamespace, eventually, install_crds, load_yaml,
+    Cluster, Operator, Registry, TestNamespace, cosign, eventually, install_crds, load_yaml,
+    signed_images,
 };
 use palisade_webhooks::rules::pss;
 use serde_json::json;
@@ -85,10 +86,18 @@ async fn every_transport_becomes_a_hardened_running_workload() {
         );
         assert!(status.image.unwrap().digest.starts_with("sha256:"));
         let verified = status.conditions.iter().find(|c| c.type_ == "ImageVerified").unwrap();
-        assert_eq!(
-            verified.status, "Unknown",
-            "ImageVerified must not claim True without verification"
-        );
+        if server.spec.signature.as_ref().is_some_and(|s| !s.keys.is_empty()) {
+            // The signed stand-in's cosign signature, checked with the run's public key.
+            assert_eq!(
+                (verified.status.as_str(), verified.reason.as_str()),
+                ("True", "SignatureVerified"),
+                "{name}: {}",
+                verified.message
+            );
+        } else {
+            // Keyless identities cannot be checked without the Sigstore trust root: never True.
+            assert_eq!(verified.status, "Unknown", "{name}: {}", verified.message);
+        }
         assert!(
             status.conditions.iter().any(|c| c.type_ == "PolicyCompliant" && c.status == "True")
         );
@@ -408,6 +417,12 @@ async fn tags_are_resolved_once_through_a_real_registry() {
     let registry = Registry::start().await.unwrap();
     let digest = registry.push_random_image("mcp/tagged", "1.0.0").await.unwrap();
     assert!(digest.starts_with("sha256:"), "{digest}");
+    // The example trusts the run's key: sign what the tag points to now.
+    signed_images()
+        .expect("e2e/run-tests provides signed images")
+        .sign(&format!("{}/mcp/tagged@{digest}", registry.host))
+        .await
+        .unwrap();
     let s = setup("e2e-op-registry", &["--insecure-registry", &registry.host]).await;
     let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
     let mut server = example("examples/weather-sse.yaml", &s);
@@ -459,4 +474,101 @@ async fn tags_are_resolved_once_through_a_real_registry() {
         errors_before
     );
     s.ns.delete().await.unwrap();
+}
+
+fn verified_condition(s: &MCPServer) -> Option<(String, String, String)> {
+    let c = s.status.as_ref()?.conditions.iter().find(|c| c.type_ == "ImageVerified")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn only_images_signed_by_a_trusted_key_run() {
+    let registry = Registry::start().await.unwrap();
+    let s = setup("e2e-op-signature", &["--insecure-registry", &registry.host]).await;
+    let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.ns.name);
+    let template = example("examples/weather-sse.yaml", &s);
+    let named = |name: &str, image: &str| {
+        let mut m = template.clone();
+        m.metadata.name = Some(name.to_string());
+        m.spec.image = image.to_string();
+        m
+    };
+
+    // An image nobody signed, and one signed with a key the server does not trust.
+    let unsigned = registry.push_random_image("mcp/unsigned", "1").await.unwrap();
+    let other = registry.push_random_image("mcp/other", "1").await.unwrap();
+    let keys = std::env::temp_dir().join(format!("palisade-other-key-{}", rand::random::<u32>()));
+    std::fs::create_dir_all(&keys).unwrap();
+    cosign(&keys, &["generate-key-pair"]).await.unwrap();
+    let other_ref = format!("{}/mcp/other@{other}", registry.host);
+    cosign(
+        &keys,
+        &[
+            "sign",
+            "--key",
+            "cosign.key",
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--yes",
+            &other_ref,
+        ],
+    )
+    .await
+    .unwrap();
+
+    api.create(
+        &PostParams::default(),
+        &named("unsigned", &format!("{}/mcp/unsigned@{unsigned}", registry.host)),
+    )
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &named("other", &other_ref)).await.unwrap();
+    for (name, reason) in [("unsigned", "NoSignature"), ("other", "SignatureMismatch")] {
+        let (status, got, message) = eventually(WAIT, &format!("{name} refused"), || async {
+            let c = verified_condition(&api.get(name).await.ok()?)?;
+            (c.0 == "False").then_some(c)
+        })
+        .await
+        .unwrap();
+        assert_eq!((status.as_str(), got.as_str()), ("False", reason), "{name}: {message}");
+        let server = api.get(name).await.unwrap();
+        let ready =
+            server.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ImageNotVerified"),
+            "{name}"
+        );
+        assert!(deployments.get_opt(name).await.unwrap().is_none(), "{name}: nothing may run");
+    }
+
+    // The signed stand-in runs, verified by the key its spec names.
+    api.create(&PostParams::default(), &template).await.unwrap();
+    let weather = wait_ready(&api, "weather").await;
+    let (status, reason, message) = verified_condition(&weather).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "SignatureVerified"), "{message}");
+    assert!(message.contains("cosign-public-key"), "{message}");
+
+    // Trusting the other key (a new Secret named in the spec) lets that image run.
+    let pem = std::fs::read_to_string(keys.join("cosign.pub")).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "other-key"}, "stringData": {"cosign.pub": pem}}))
+    .unwrap();
+    Api::<Secret>::namespaced(s.client.clone(), &s.ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let trust = json!({"spec": {"signature": {"keys": [{"secretRef": {"name": "other-key", "key": "cosign.pub"}}]}}});
+    api.patch("other", &PatchParams::default(), &Patch::Merge(&trust)).await.unwrap();
+    let other = wait_ready(&api, "other").await;
+    assert_eq!(verified_condition(&other).unwrap().0, "True");
+    let image =
+        deployments.get("other").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap();
+    assert_eq!(image, other_ref);
+    s.ns.delete().await.unwrap();
+    let _ = std::fs::remove_dir_all(keys);
 }

@@ -394,7 +394,7 @@ async fn reconcile_inner(
                 let pinned = ImageRef::parse(&server.spec.image)
                     .map(|r| r.with_digest(&digest).to_string())
                     .unwrap_or_default();
-                let v = ctx.verifier.verify(&server, &pinned);
+                let v = ctx.verifier.verify(&server, &pinned).await;
                 let verified_by = match &v {
                     Verification::Verified { by } => Some(by.clone()),
                     _ => None,
@@ -404,11 +404,15 @@ async fn reconcile_inner(
                     digest: digest.clone(),
                     verified_by,
                 });
-                let failed = matches!(v, Verification::Failed { .. });
+                let failed = match &v {
+                    Verification::Failed { message, .. } => Some(message.clone()),
+                    _ => None,
+                };
                 verification = Some(v);
-                if failed {
-                    blocker =
-                        Some(Blocker::ImageResolution("the image signature did not verify".into()));
+                if let Some(message) = failed {
+                    blocker = Some(Blocker::ImageNotVerified(format!(
+                        "the image signature did not verify: {message}"
+                    )));
                 } else {
                     if server.spec.gateway.tls_secret_name.is_none() {
                         ensure_tls_secret(ctx, &server, ns, name).await?;

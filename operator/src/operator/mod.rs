@@ -4,6 +4,7 @@ pub mod apply;
 pub mod controller;
 pub mod metrics;
 pub mod registry;
+pub mod signature;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -261,7 +262,10 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         client: client.clone(),
         render,
         resolver: registry::Resolver::new(args.insecure_registries.clone()),
-        verifier: Box::new(registry::NotConfigured),
+        verifier: Box::new(signature::Cosign::new(
+            client.clone(),
+            args.insecure_registries.clone(),
+        )),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: "palisade-operator".into(), instance: Some(identity.clone()) },

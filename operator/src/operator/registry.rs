@@ -1,5 +1,5 @@
 //! Resolving an image tag to its manifest digest through the registry API, and the seam where
-//! signature verification plugs in.
+//! signature verification (`signature.rs`) plugs in.
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
@@ -75,9 +75,7 @@ fn classify(image: &str, e: OciDistributionError) -> ResolveError {
     }
 }
 
-/// Outcome of checking an image's signature. `Verified` and `Failed` are produced by verifier
-/// implementations plugged into the seam below.
-#[allow(dead_code)]
+/// Outcome of checking an image's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
     Verified { by: String },
@@ -85,27 +83,12 @@ pub enum Verification {
     NotChecked { reason: String, message: String },
 }
 
-/// Where cosign verification plugs in. Until an implementation is configured the operator says
-/// so in `ImageVerified` (status `Unknown`), never `True`.
+/// Checks the signature of a pinned image (`repo@sha256:...`) against the server's spec.
+/// Implemented by [`super::signature::Cosign`]; tests may plug in others.
 pub trait Verifier: Send + Sync {
-    fn verify(&self, server: &palisade_api::MCPServer, image: &str) -> Verification;
-}
-
-pub struct NotConfigured;
-
-impl Verifier for NotConfigured {
-    fn verify(&self, server: &palisade_api::MCPServer, image: &str) -> Verification {
-        let declared = server.spec.signature.is_some();
-        Verification::NotChecked {
-            reason: "VerificationNotAvailable".into(),
-            message: format!(
-                "{image} runs by digest, but this operator does not verify cosign signatures yet{}",
-                if declared {
-                    " (spec.signature is recorded and will be enforced once it does)"
-                } else {
-                    ""
-                }
-            ),
-        }
-    }
+    fn verify<'a>(
+        &'a self,
+        server: &'a palisade_api::MCPServer,
+        image: &'a str,
+    ) -> futures::future::BoxFuture<'a, Verification>;
 }

@@ -13,6 +13,8 @@ use super::registry::Verification;
 pub enum Blocker {
     PolicyViolation(String),
     ImageResolution(String),
+    /// The image's signature did not verify: nothing of the new spec runs.
+    ImageNotVerified(String),
     Render(String),
 }
 
@@ -21,13 +23,17 @@ impl Blocker {
         match self {
             Blocker::PolicyViolation(_) => "PolicyViolation",
             Blocker::ImageResolution(_) => "ImageResolutionFailed",
+            Blocker::ImageNotVerified(_) => "ImageNotVerified",
             Blocker::Render(_) => "RenderFailed",
         }
     }
 
     fn message(&self) -> &str {
         match self {
-            Blocker::PolicyViolation(m) | Blocker::ImageResolution(m) | Blocker::Render(m) => m,
+            Blocker::PolicyViolation(m)
+            | Blocker::ImageResolution(m)
+            | Blocker::ImageNotVerified(m)
+            | Blocker::Render(m) => m,
         }
     }
 }
