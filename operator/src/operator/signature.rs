@@ -82,15 +82,16 @@ impl Cosign {
             };
         }
         let ns = server.metadata.namespace.clone().unwrap_or_default();
-        let keys = match self.keys(server, &ns).await {
-            Ok(k) => k,
-            Err(v) => return v,
-        };
+        // Keyed by the image and the key references, so that a verified server's reconciles
+        // read no Secrets; a changed key Secret is seen when the entry expires.
         let mut h = Sha256::new();
         h.update(image.as_bytes());
-        for (name, pem) in &keys {
-            h.update(name.as_bytes());
-            h.update(pem);
+        h.update(ns.as_bytes());
+        for k in &spec.keys {
+            h.update(b"\0");
+            h.update(k.secret_ref.name.as_bytes());
+            h.update(b"\0");
+            h.update(k.secret_ref.key.as_bytes());
         }
         let cache_key: [u8; 32] = h.finalize().into();
         if let Some((v, _)) =
@@ -100,6 +101,10 @@ impl Cosign {
         {
             return v;
         }
+        let keys = match self.keys(server, &ns).await {
+            Ok(k) => k,
+            Err(v) => return v,
+        };
         let v = self.verify_with(image, &keys).await;
         if matches!(v, Verification::Verified { .. }) {
             if let Ok(mut m) = self.verified.lock() {
