@@ -160,6 +160,21 @@ pub async fn cosign(dir: &Path, args: &[&str]) -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// Signs `image` with the key pair `cosign.key` in `key_dir`, storing the signature in the
+/// image's (plain HTTP, local) registry without a transparency-log entry.
+pub async fn cosign_sign(key_dir: &Path, image: &str) -> Result<(), HarnessError> {
+    let args = [
+        "sign",
+        "--key",
+        "cosign.key",
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--yes",
+        image,
+    ];
+    cosign(key_dir, &args).await
+}
+
 /// The Secret (and key) that the examples with `spec.signature.keys` name.
 pub const EXAMPLE_KEY_SECRET: (&str, &str) = ("cosign-public-key", "cosign.pub");
 
@@ -204,19 +219,7 @@ impl SignedImages {
 
     /// Signs `image` (`host/repo@sha256:...`) with the run's key, as the examples' stand-ins are.
     pub async fn sign(&self, image: &str) -> Result<(), HarnessError> {
-        cosign(
-            &self.dir,
-            &[
-                "sign",
-                "--key",
-                "cosign.key",
-                "--tlog-upload=false",
-                "--allow-http-registry",
-                "--yes",
-                image,
-            ],
-        )
-        .await
+        cosign_sign(&self.dir, image).await
     }
 
     /// Puts the run's cosign public key where the keyed examples expect it.

@@ -14,8 +14,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use palisade_api::MCPServer;
 use palisade_e2e::{
-    Cluster, Operator, Registry, TestNamespace, cosign, eventually, install_crds, load_yaml,
-    signed_images,
+    Cluster, Operator, Registry, TestNamespace, cosign, cosign_sign, eventually, install_crds,
+    load_yaml, signed_images,
 };
 use palisade_webhooks::rules::pss;
 use serde_json::json;
@@ -502,20 +502,7 @@ async fn only_images_signed_by_a_trusted_key_run() {
     std::fs::create_dir_all(&keys).unwrap();
     cosign(&keys, &["generate-key-pair"]).await.unwrap();
     let other_ref = format!("{}/mcp/other@{other}", registry.host);
-    cosign(
-        &keys,
-        &[
-            "sign",
-            "--key",
-            "cosign.key",
-            "--tlog-upload=false",
-            "--allow-http-registry",
-            "--yes",
-            &other_ref,
-        ],
-    )
-    .await
-    .unwrap();
+    cosign_sign(&keys, &other_ref).await.unwrap();
 
     api.create(
         &PostParams::default(),
