@@ -111,6 +111,59 @@ pub struct ToolGuardrails {
     pub require_listed_tools: bool,
 }
 
+/// Software bills of materials and the vulnerability watch.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SupplyChainPolicy {
+    /// Every MCPServer image must carry an SBOM attestation for its digest (CycloneDX or SPDX
+    /// JSON, as `cosign attest --type cyclonedx|spdxjson` makes) signed by a key in its
+    /// `spec.signature.keys`. Without one the server does not roll out.
+    #[serde(default)]
+    pub require_sbom: bool,
+    /// Known-vulnerable components (from a CVE feed). A server whose SBOM lists an affected
+    /// version is stopped (scaled to zero) until the image or the advisory changes. Servers
+    /// without an SBOM are checked only when `requireSbom` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2048))]
+    pub advisories: Vec<Advisory>,
+}
+
+/// One advisory: a package and the versions of it that are affected.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("(has(self.versions) ? size(self.versions) : 0) + (has(self.ranges) ? size(self.ranges) : 0) > 0").message("list affected versions or ranges"))]
+pub struct Advisory {
+    /// The advisory's identifier, e.g. `CVE-2025-66414` or `GHSA-w48q-cv73-mx4w`.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
+    pub id: String,
+    /// The package URL without a version, e.g. `pkg:npm/%40modelcontextprotocol/sdk` or
+    /// `pkg:pypi/mcp`. Compared with the SBOM's purls, ignoring their version, qualifiers and
+    /// subpath.
+    #[schemars(length(min = 5, max = 512), regex(pattern = r"^pkg:[a-z0-9.+-]+/[^@?#]+$"))]
+    pub package: String,
+    /// Affected versions, exactly as the SBOM spells them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub versions: Vec<String>,
+    /// Affected ranges, compared as dotted numeric versions (`1.10.0` > `1.9.2`; a
+    /// pre-release such as `1.2.0-rc.1` sorts before `1.2.0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ranges: Vec<VersionRange>,
+}
+
+/// `introduced <= version < fixed`; a missing bound is open.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VersionRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub introduced: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub fixed: Option<String>,
+}
+
 /// Organisation guardrails for MCP servers.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
@@ -152,4 +205,6 @@ pub struct MCPPolicySpec {
     pub egress: EgressPolicy,
     #[serde(default)]
     pub tools: ToolGuardrails,
+    #[serde(default)]
+    pub supply_chain: SupplyChainPolicy,
 }

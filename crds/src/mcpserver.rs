@@ -433,6 +433,24 @@ pub struct ImageStatus {
     /// Which signature verified it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_by: Option<String>,
+    /// The image's verified SBOM attestation, when a policy asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<SbomStatus>,
+}
+
+/// What the operator read from the image's signed SBOM.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SbomStatus {
+    /// The in-toto predicate type, e.g. `https://cyclonedx.org/bom`.
+    pub format: String,
+    /// Which key signed the attestation.
+    pub signed_by: String,
+    /// How many components it lists.
+    pub components: u32,
+    /// Advisories that match a listed component (`ID: purl@version`); empty when none do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vulnerabilities: Vec<String>,
 }
 
 /// What the gateway learned from the server's handshake.

@@ -175,6 +175,31 @@ pub async fn cosign_sign(key_dir: &Path, image: &str) -> Result<(), HarnessError
     cosign(key_dir, &args).await
 }
 
+/// Attaches a signed in-toto attestation of `kind` (`cyclonedx`, `spdxjson`, ...) with the
+/// predicate file `predicate` to `image`, made with `cosign.key` in `key_dir`.
+pub async fn cosign_attest(
+    key_dir: &Path,
+    image: &str,
+    predicate: &Path,
+    kind: &str,
+) -> Result<(), HarnessError> {
+    let predicate = predicate.display().to_string();
+    let args = [
+        "attest",
+        "--key",
+        "cosign.key",
+        "--type",
+        kind,
+        "--predicate",
+        &predicate,
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--yes",
+        image,
+    ];
+    cosign(key_dir, &args).await
+}
+
 /// The Secret (and key) that the examples with `spec.signature.keys` name.
 pub const EXAMPLE_KEY_SECRET: (&str, &str) = ("cosign-public-key", "cosign.pub");
 
@@ -220,6 +245,16 @@ impl SignedImages {
     /// Signs `image` (`host/repo@sha256:...`) with the run's key, as the examples' stand-ins are.
     pub async fn sign(&self, image: &str) -> Result<(), HarnessError> {
         cosign_sign(&self.dir, image).await
+    }
+
+    /// Attests `image` with the run's key (see [`cosign_attest`]).
+    pub async fn attest(
+        &self,
+        image: &str,
+        predicate: &Path,
+        kind: &str,
+    ) -> Result<(), HarnessError> {
+        cosign_attest(&self.dir, image, predicate, kind).await
     }
 
     /// Puts the run's cosign public key where the keyed examples expect it.

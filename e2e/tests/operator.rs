@@ -12,10 +12,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use palisade_api::MCPServer;
+use palisade_api::{MCPPolicy, MCPServer};
 use palisade_e2e::{
-    Cluster, Operator, Registry, TestNamespace, cosign, cosign_sign, eventually, install_crds,
-    load_yaml, signed_images,
+    Cluster, Operator, Registry, TestNamespace, cosign, cosign_attest, cosign_sign, eventually,
+    install_crds, load_yaml, signed_images,
 };
 use palisade_webhooks::rules::pss;
 use serde_json::json;
@@ -558,4 +558,120 @@ async fn only_images_signed_by_a_trusted_key_run() {
     assert_eq!(image, other_ref);
     s.ns.delete().await.unwrap();
     let _ = std::fs::remove_dir_all(keys);
+}
+
+fn ready_condition(s: &MCPServer) -> Option<(String, String, String)> {
+    let c = s.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn replicas(d: &Deployment) -> i32 {
+    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1)
+}
+
+/// Checklist 10.5 with the real cosign CLI: a policy that requires signed SBOMs keeps
+/// unattested images (and SBOMs signed by other keys) from running, and its advisories stop a
+/// running server whose SBOM lists an affected component until the advisory changes.
+#[tokio::test]
+async fn signed_sboms_gate_rollouts_and_advisories_stop_vulnerable_servers() {
+    let signed = signed_images().expect("e2e/run-tests provides signed images");
+    let registry = Registry::start().await.unwrap();
+    let s = setup("e2e-op-sbom", &["--insecure-registry", &registry.host]).await;
+    let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.ns.name);
+    let template = example("examples/weather-sse.yaml", &s);
+    let work = std::env::temp_dir().join(format!("palisade-sbom-{}", rand::random::<u32>()));
+    std::fs::create_dir_all(&work).unwrap();
+    let sbom = work.join("sbom.json");
+    std::fs::write(
+        &sbom,
+        json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": [
+            {"name": "weather", "version": "1.0.0", "components": [
+                {"name": "@modelcontextprotocol/sdk", "version": "1.23.0",
+                 "purl": "pkg:npm/%40modelcontextprotocol/sdk@1.23.0"}]},
+            {"name": "zod", "version": "3.23.8", "purl": "pkg:npm/zod@3.23.8"}]})
+        .to_string(),
+    )
+    .unwrap();
+
+    // Three signed images: attested by the run's key, not attested, attested by another key.
+    let mut images = BTreeMap::new();
+    for name in ["attested", "bare", "foreign"] {
+        let digest = registry.push_random_image(&format!("mcp/{name}"), "1").await.unwrap();
+        let image = format!("{}/mcp/{name}@{digest}", registry.host);
+        signed.sign(&image).await.unwrap();
+        images.insert(name, image);
+    }
+    signed.attest(&images["attested"], &sbom, "cyclonedx").await.unwrap();
+    cosign(&work, &["generate-key-pair"]).await.unwrap();
+    cosign_attest(&work, &images["foreign"], &sbom, "cyclonedx").await.unwrap();
+
+    let policies: Api<MCPPolicy> = Api::all(s.client.clone());
+    let policy_name = format!("{}-supply-chain", s.ns.name);
+    let policy: MCPPolicy = serde_json::from_value(json!({
+        "apiVersion": "palisade.dev/v1alpha1", "kind": "MCPPolicy",
+        "metadata": {"name": policy_name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.ns.name}},
+            "supplyChain": {"requireSbom": true, "advisories": [{
+                "id": "CVE-2025-66414", "package": "pkg:npm/%40modelcontextprotocol/sdk",
+                "ranges": [{"fixed": "1.24.0"}]}]}
+        }
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+
+    for name in ["attested", "bare", "foreign"] {
+        let mut m = template.clone();
+        m.metadata.name = Some(name.to_string());
+        m.spec.image = images[name].clone();
+        api.create(&PostParams::default(), &m).await.unwrap();
+    }
+    // No SBOM, or one signed by a key the server does not name: nothing runs.
+    for (name, needle) in [("bare", "no SBOM attestation"), ("foreign", "none made by a key")] {
+        let (_, _, message) = eventually(WAIT, &format!("{name} SbomNotVerified"), || async {
+            let c = ready_condition(&api.get(name).await.ok()?)?;
+            (c.1 == "SbomNotVerified").then_some(c)
+        })
+        .await
+        .unwrap();
+        assert!(message.contains(needle), "{name}: {message}");
+        assert!(deployments.get_opt(name).await.unwrap().is_none(), "{name}: nothing may run");
+    }
+    // The attested image lists an affected SDK: its workload exists but is scaled to zero.
+    let (_, _, message) = eventually(WAIT, "attested VulnerableComponent", || async {
+        let c = ready_condition(&api.get("attested").await.ok()?)?;
+        (c.1 == "VulnerableComponent").then_some(c)
+    })
+    .await
+    .unwrap();
+    assert!(
+        message.contains("CVE-2025-66414: pkg:npm/@modelcontextprotocol/sdk@1.23.0"),
+        "{message}"
+    );
+    let stopped = eventually(WAIT, "attested scaled to zero", || async {
+        deployments.get_opt("attested").await.ok()?.filter(|d| replicas(d) == 0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(replicas(&stopped), 0);
+    let status = api.get("attested").await.unwrap().status.unwrap().image.unwrap();
+    let sbom_status = status.sbom.unwrap();
+    assert_eq!(sbom_status.format, "https://cyclonedx.org/bom");
+    assert_eq!(sbom_status.components, 3, "nested components are counted");
+    assert!(sbom_status.signed_by.contains("cosign-public-key"), "{}", sbom_status.signed_by);
+
+    // The feed learns that 1.23.0 was never affected: the watch resumes the server.
+    let narrowed = json!({"spec": {"supplyChain": {"requireSbom": true, "advisories": [{
+        "id": "CVE-2025-66414", "package": "pkg:npm/%40modelcontextprotocol/sdk",
+        "ranges": [{"fixed": "1.23.0"}]}]}}});
+    policies.patch(&policy_name, &PatchParams::default(), &Patch::Merge(&narrowed)).await.unwrap();
+    let ready = wait_ready(&api, "attested").await;
+    let sbom_status = ready.status.unwrap().image.unwrap().sbom.unwrap();
+    assert!(sbom_status.vulnerabilities.is_empty(), "{:?}", sbom_status.vulnerabilities);
+    assert_eq!(replicas(&deployments.get("attested").await.unwrap()), template.spec.replicas);
+
+    policies.delete(&policy_name, &DeleteParams::default()).await.unwrap();
+    s.ns.delete().await.unwrap();
+    let _ = std::fs::remove_dir_all(work);
 }

@@ -107,6 +107,25 @@ fn keyless_identities_must_be_trusted_when_the_policy_says_so() {
     assert!(server::review(&s, &[&p]).has("policy.signature", "spec.signature.keyless[0]"));
 }
 
+#[test]
+fn a_required_sbom_needs_a_key_to_verify_it() {
+    let mut spec = MCPPolicySpec::default();
+    spec.supply_chain.require_sbom = true;
+    let p = policy_named("sbom", spec);
+    // Keyed: the operator checks the attestation at rollout.
+    let keyed = example("weather-sse.yaml");
+    assert!(keyed.spec.signature.as_ref().is_some_and(|s| !s.keys.is_empty()));
+    assert!(server::review(&keyed, &[&p]).allowed(), "{}", server::review(&keyed, &[&p]).message());
+    // Keyless only, or unsigned: nothing could verify an attestation.
+    let keyless = example("everything-http.yaml");
+    assert!(keyless.spec.signature.as_ref().is_some_and(|s| s.keys.is_empty()));
+    assert!(server::review(&keyless, &[&p]).has("policy.sbom", "spec.signature.keys"));
+    let mut unsigned = keyed.clone();
+    unsigned.spec.signature = None;
+    assert!(server::review(&unsigned, &[&p]).has("policy.sbom", "spec.signature.keys"));
+    assert!(server::review(&unsigned, &[]).allowed(), "the rule comes from the policy alone");
+}
+
 /// What the operator renders is what admission accepts: a rendered Deployment passes the
 /// workload review with the digest it runs, and fails it with any other digest.
 #[test]

@@ -17,17 +17,19 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use palisade_api::mcpserver::{ImageStatus, MCPServerStatus};
+use palisade_api::mcppolicy::Advisory;
+use palisade_api::mcpserver::{ImageStatus, MCPServerStatus, SbomStatus};
 use palisade_api::{MCPPolicy, MCPServer};
 use palisade_core::image::ImageRef;
 use palisade_render::{RenderOptions, names};
 use palisade_webhooks::rules::{policy as policy_rules, server as server_rules};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::apply::{self, Applied, FIELD_MANAGER, Live};
 use super::metrics::{Metrics, ResultLabel};
 use super::registry::{ResolveError, Resolver, Verification, Verifier};
+use super::sbom;
 use super::status::{self, Blocker, Observed};
 use palisade_https::ca::{self as certs, Authority};
 
@@ -146,13 +148,41 @@ fn servers_api(client: &Client, ns: &str) -> Api<MCPServer> {
     Api::namespaced(client.clone(), ns)
 }
 
+/// An RFC 7386 merge patch that turns `old` into `new`: a field that `new` no longer has is
+/// set to null, since omitting it would leave the stored value in place.
+fn merge_diff(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    match (old, new) {
+        (serde_json::Value::Object(o), serde_json::Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(was) if was == v => {}
+                    Some(was) => {
+                        patch.insert(k.clone(), merge_diff(was, v));
+                    }
+                    None => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), serde_json::Value::Null);
+            }
+            serde_json::Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
 async fn patch_status(
     ctx: &Context,
     ns: &str,
     name: &str,
+    prev: &MCPServerStatus,
     status: &MCPServerStatus,
 ) -> Result<(), Error> {
-    let patch = json!({ "status": status });
+    let diff = merge_diff(&serde_json::to_value(prev)?, &serde_json::to_value(status)?);
+    let patch = json!({ "status": diff });
     servers_api(&ctx.client, ns)
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
@@ -259,6 +289,47 @@ where
         }
     }
     Ok(())
+}
+
+/// The SBOM and advisory checks of the selecting policies: the status to record and, when the
+/// server must not run as specified, why.
+async fn supply_chain(
+    ctx: &Context,
+    server: &MCPServer,
+    pinned: &str,
+    policies: &[&MCPPolicy],
+) -> (Option<SbomStatus>, Option<Blocker>) {
+    let required = policies.iter().any(|p| p.spec.supply_chain.require_sbom);
+    let advisories: Vec<&Advisory> =
+        policies.iter().flat_map(|p| &p.spec.supply_chain.advisories).collect();
+    let keyed = server.spec.signature.as_ref().is_some_and(|s| !s.keys.is_empty());
+    if !required && (advisories.is_empty() || !keyed) {
+        return (None, None);
+    }
+    match ctx.verifier.sbom(server, pinned).await {
+        Ok(sbom) => {
+            let vulnerabilities = sbom::findings(advisories, &sbom.components);
+            let blocker = (!vulnerabilities.is_empty()).then(|| {
+                Blocker::Vulnerable(format!(
+                    "the image's SBOM lists components with advisories; the server is stopped until the image or the advisory changes: {}",
+                    vulnerabilities.join(", ")
+                ))
+            });
+            let status = SbomStatus {
+                format: sbom.format.clone(),
+                signed_by: sbom.signed_by.clone(),
+                components: u32::try_from(sbom.components.len()).unwrap_or(u32::MAX),
+                vulnerabilities,
+            };
+            (Some(status), blocker)
+        }
+        // Optional SBOMs that are missing or unreadable leave the server as signed.
+        Err(e) if !required => {
+            debug!(error = %e, "no SBOM to check advisories against");
+            (None, None)
+        }
+        Err(e) => (None, Some(Blocker::SbomNotVerified(e.to_string()))),
+    }
 }
 
 async fn apply_children(
@@ -399,29 +470,43 @@ async fn reconcile_inner(
                     Verification::Verified { by } => Some(by.clone()),
                     _ => None,
                 };
-                image_status = Some(ImageStatus {
-                    reference: server.spec.image.clone(),
-                    digest: digest.clone(),
-                    verified_by,
-                });
                 let failed = match &v {
                     Verification::Failed { message, .. } => Some(message.clone()),
                     _ => None,
                 };
                 verification = Some(v);
+                let mut sbom_status = None;
                 if let Some(message) = failed {
                     blocker = Some(Blocker::ImageNotVerified(format!(
                         "the image signature did not verify: {message}"
                     )));
                 } else {
-                    if server.spec.gateway.tls_secret_name.is_none() {
-                        ensure_tls_secret(ctx, &server, ns, name).await?;
-                    }
-                    match apply_children(ctx, &server, ns, name, &digest).await? {
-                        Ok((_, hash)) => config_hash = Some(hash),
-                        Err(b) => blocker = Some(b),
+                    let (sbom, supply_blocker) = supply_chain(ctx, &server, &pinned, &refs).await;
+                    sbom_status = sbom;
+                    // A vulnerable server is stopped, not just left as it was: its children
+                    // are applied with zero replicas until the image or the advisory changes.
+                    let stop = matches!(supply_blocker, Some(Blocker::Vulnerable(_)));
+                    blocker = supply_blocker;
+                    if blocker.is_none() || stop {
+                        if server.spec.gateway.tls_secret_name.is_none() {
+                            ensure_tls_secret(ctx, &server, ns, name).await?;
+                        }
+                        let mut desired = server.clone();
+                        if stop {
+                            desired.spec.replicas = 0;
+                        }
+                        match apply_children(ctx, &desired, ns, name, &digest).await? {
+                            Ok((_, hash)) => config_hash = Some(hash),
+                            Err(b) => blocker = Some(b),
+                        }
                     }
                 }
+                image_status = Some(ImageStatus {
+                    reference: server.spec.image.clone(),
+                    digest: digest.clone(),
+                    verified_by,
+                    sbom: sbom_status,
+                });
             }
         }
     }
@@ -446,7 +531,7 @@ async fn reconcile_inner(
         config_hash,
     };
     if new_status != prev {
-        patch_status(ctx, ns, name, &new_status).await?;
+        patch_status(ctx, ns, name, &prev, &new_status).await?;
         announce_transitions(ctx, obj, &prev, &new_status).await;
     }
 
@@ -537,5 +622,44 @@ mod tests {
         assert!(backoff(3, 0.0).as_secs_f64() >= 0.8 * 2.0 - 1e-9);
         assert!(backoff(3, 1.0).as_secs_f64() <= 1.2 * 2.0 + 1e-9);
         assert_eq!(backoff(u32::MAX, 0.5), Duration::from_secs(300));
+    }
+
+    /// RFC 7386 as the API server applies it.
+    fn apply_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) else {
+            *target = patch.clone();
+            return;
+        };
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else if v.is_object() && t.get(k).is_some_and(|x| x.is_object()) {
+                apply_merge(t.get_mut(k).unwrap(), v);
+            } else {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn status_patches_remove_what_the_new_status_no_longer_has() {
+        let old = serde_json::json!({
+            "image": {"digest": "sha256:a", "verifiedBy": "key", "sbom": {
+                "format": "f", "components": 3, "vulnerabilities": ["CVE-1: pkg:npm/x@1"]}},
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "configHash": "h",
+        });
+        let new = serde_json::json!({
+            "image": {"digest": "sha256:a", "sbom": {"format": "f", "components": 3}},
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "endpoint": "https://x",
+        });
+        let patch = merge_diff(&old, &new);
+        let mut applied = old.clone();
+        apply_merge(&mut applied, &patch);
+        assert_eq!(applied, new, "patch: {patch}");
+        assert_eq!(patch["image"]["sbom"]["vulnerabilities"], serde_json::Value::Null);
+        assert!(patch["image"].get("digest").is_none(), "unchanged fields are not sent");
+        assert_eq!(merge_diff(&new, &new), serde_json::json!({}));
     }
 }

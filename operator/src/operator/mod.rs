@@ -4,6 +4,7 @@ pub mod apply;
 pub mod controller;
 pub mod metrics;
 pub mod registry;
+pub mod sbom;
 pub mod signature;
 pub mod status;
 

@@ -91,4 +91,14 @@ pub trait Verifier: Send + Sync {
         server: &'a palisade_api::MCPServer,
         image: &'a str,
     ) -> futures::future::BoxFuture<'a, Verification>;
+
+    /// The image's SBOM attestation, verified with the server's keys.
+    fn sbom<'a>(
+        &'a self,
+        server: &'a palisade_api::MCPServer,
+        image: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<std::sync::Arc<super::sbom::Sbom>, super::sbom::SbomError>,
+    >;
 }

@@ -15,6 +15,10 @@ pub enum Blocker {
     ImageResolution(String),
     /// The image's signature did not verify: nothing of the new spec runs.
     ImageNotVerified(String),
+    /// A policy requires a signed SBOM and none verified: nothing of the new spec runs.
+    SbomNotVerified(String),
+    /// The SBOM lists a component with an advisory: the server is scaled to zero.
+    Vulnerable(String),
     Render(String),
 }
 
@@ -24,6 +28,8 @@ impl Blocker {
             Blocker::PolicyViolation(_) => "PolicyViolation",
             Blocker::ImageResolution(_) => "ImageResolutionFailed",
             Blocker::ImageNotVerified(_) => "ImageNotVerified",
+            Blocker::SbomNotVerified(_) => "SbomNotVerified",
+            Blocker::Vulnerable(_) => "VulnerableComponent",
             Blocker::Render(_) => "RenderFailed",
         }
     }
@@ -33,6 +39,8 @@ impl Blocker {
             Blocker::PolicyViolation(m)
             | Blocker::ImageResolution(m)
             | Blocker::ImageNotVerified(m)
+            | Blocker::SbomNotVerified(m)
+            | Blocker::Vulnerable(m)
             | Blocker::Render(m) => m,
         }
     }

@@ -652,6 +652,10 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
         }
         _ => {}
     }
+    // SBOM attestations are verified with the server's own keys; keyless cannot be checked.
+    if p.supply_chain.require_sbom && spec.signature.as_ref().is_none_or(|s| s.keys.is_empty()) {
+        v.deny("policy.sbom", "spec.signature.keys", "this namespace requires a signed SBOM: name the cosign public key (keys[].secretRef) that signed the image's SBOM attestation (cosign attest --type cyclonedx --key ...)");
+    }
 
     if !p.allowed_transports.is_empty() && !p.allowed_transports.contains(&spec.transport) {
         let allowed: Vec<_> = p.allowed_transports.iter().map(|t| t.as_str()).collect();
