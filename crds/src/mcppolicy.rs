@@ -152,16 +152,23 @@ pub struct Advisory {
     pub ranges: Vec<VersionRange>,
 }
 
-/// `introduced <= version < fixed`; a missing bound is open.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+/// `introduced <= version < fixed` (or `<= lastAffected`), as OSV ranges; a missing bound is
+/// open.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!(has(self.fixed) && has(self.lastAffected))").message("set fixed or lastAffected, not both"))]
 pub struct VersionRange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub introduced: Option<String>,
+    /// The first version without the flaw (exclusive bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub fixed: Option<String>,
+    /// The last version with the flaw (inclusive bound), when no fix is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub last_affected: Option<String>,
 }
 
 /// Organisation guardrails for MCP servers.

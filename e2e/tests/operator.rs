@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt};
 use palisade_api::{MCPPolicy, MCPServer};
 use palisade_e2e::{
     Cluster, Operator, Registry, TestNamespace, cosign, cosign_attest, cosign_sign, eventually,
-    install_crds, load_yaml, signed_images,
+    install_crds, load_yaml, palisade_bin, signed_images,
 };
 use palisade_webhooks::rules::pss;
 use serde_json::json;
@@ -606,19 +606,26 @@ async fn signed_sboms_gate_rollouts_and_advisories_stop_vulnerable_servers() {
     cosign(&work, &["generate-key-pair"]).await.unwrap();
     cosign_attest(&work, &images["foreign"], &sbom, "cyclonedx").await.unwrap();
 
+    // The policy comes from an OSV record through `palisade advisories`, as a feed would.
     let policies: Api<MCPPolicy> = Api::all(s.client.clone());
     let policy_name = format!("{}-supply-chain", s.ns.name);
-    let policy: MCPPolicy = serde_json::from_value(json!({
-        "apiVersion": "palisade.dev/v1alpha1", "kind": "MCPPolicy",
-        "metadata": {"name": policy_name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.ns.name}},
-            "supplyChain": {"requireSbom": true, "advisories": [{
-                "id": "CVE-2025-66414", "package": "pkg:npm/%40modelcontextprotocol/sdk",
-                "ranges": [{"fixed": "1.24.0"}]}]}
-        }
-    }))
+    let osv = work.join("osv.json");
+    std::fs::write(
+        &osv,
+        json!({"id": "GHSA-w48q-cv73-mx4w", "aliases": ["CVE-2025-66414"], "affected": [{
+            "package": {"ecosystem": "npm", "name": "@modelcontextprotocol/sdk"},
+            "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.24.0"}]}]}]})
+        .to_string(),
+    )
     .unwrap();
+    let label = format!("kubernetes.io/metadata.name={}", s.ns.name);
+    let out = std::process::Command::new(palisade_bin())
+        .args(["advisories", "--name", &policy_name, "--namespace-label", &label, "--require-sbom"])
+        .arg(&osv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let policy: MCPPolicy = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     policies.create(&PostParams::default(), &policy).await.unwrap();
 
     for name in ["attested", "bare", "foreign"] {
@@ -646,7 +653,7 @@ async fn signed_sboms_gate_rollouts_and_advisories_stop_vulnerable_servers() {
     .await
     .unwrap();
     assert!(
-        message.contains("CVE-2025-66414: pkg:npm/@modelcontextprotocol/sdk@1.23.0"),
+        message.contains("GHSA-w48q-cv73-mx4w: pkg:npm/@modelcontextprotocol/sdk@1.23.0"),
         "{message}"
     );
     let stopped = eventually(WAIT, "attested scaled to zero", || async {
@@ -663,7 +670,7 @@ async fn signed_sboms_gate_rollouts_and_advisories_stop_vulnerable_servers() {
 
     // The feed learns that 1.23.0 was never affected: the watch resumes the server.
     let narrowed = json!({"spec": {"supplyChain": {"requireSbom": true, "advisories": [{
-        "id": "CVE-2025-66414", "package": "pkg:npm/%40modelcontextprotocol/sdk",
+        "id": "GHSA-w48q-cv73-mx4w", "package": "pkg:npm/%40modelcontextprotocol/sdk",
         "ranges": [{"fixed": "1.23.0"}]}]}}});
     policies.patch(&policy_name, &PatchParams::default(), &Patch::Merge(&narrowed)).await.unwrap();
     let ready = wait_ready(&api, "attested").await;

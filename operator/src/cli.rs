@@ -205,3 +205,45 @@ fn write_text(out: &mut impl Write, reports: &[Report], policies: usize) -> std:
         reports.len() - rejected
     )
 }
+
+pub struct AdvisoryArgs {
+    pub files: Vec<PathBuf>,
+    pub name: String,
+    pub namespace_labels: Vec<String>,
+    pub require_sbom: bool,
+}
+
+/// `palisade advisories`: an MCPPolicy whose `supplyChain.advisories` come from OSV records.
+pub fn advisories(args: AdvisoryArgs) -> Result<ExitCode, CliError> {
+    let mut sources = Vec::new();
+    for path in &args.files {
+        sources.push(read(path)?);
+    }
+    let converted = crate::osv::convert(&sources).map_err(|e| CliError::Input(e.to_string()))?;
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.namespace_labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| CliError::Input(format!("--namespace-label {l}: expected KEY=VALUE")))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let mut spec = palisade_api::MCPPolicySpec::default();
+    if !labels.is_empty() {
+        spec.namespace_selector =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some(labels),
+                match_expressions: None,
+            });
+    }
+    spec.supply_chain.require_sbom = args.require_sbom;
+    spec.supply_chain.advisories = converted.advisories;
+    let count = spec.supply_chain.advisories.len();
+    let policy = palisade_api::MCPPolicy::new(&args.name, spec);
+    let mut err = std::io::stderr().lock();
+    for s in &converted.skipped {
+        writeln!(err, "palisade: skipped {s}")?;
+    }
+    writeln!(err, "palisade: {count} advisories")?;
+    print!("{}", yaml_stream(&[serde_json::to_value(&policy)?])?);
+    Ok(ExitCode::SUCCESS)
+}

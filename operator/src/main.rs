@@ -2,6 +2,7 @@
 
 mod cli;
 mod operator;
+mod osv;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,21 @@ enum Command {
         policies: Vec<PathBuf>,
         #[arg(long, short, value_enum, default_value = "text")]
         output: cli::Output,
+    },
+    /// Print an MCPPolicy whose supplyChain.advisories come from OSV vulnerability records
+    /// (OSV JSON files, arrays of records, or scanner reports that contain them).
+    Advisories {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// metadata.name of the policy.
+        #[arg(long, default_value = "mcp-advisories")]
+        name: String,
+        /// Select namespaces by label (KEY=VALUE, repeatable); none: every namespace.
+        #[arg(long = "namespace-label", value_name = "KEY=VALUE")]
+        namespace_labels: Vec<String>,
+        /// Also require a signed SBOM attestation of every server image.
+        #[arg(long)]
+        require_sbom: bool,
     },
     /// Run the operator: reconcile MCPServers into hardened workloads (uses KUBECONFIG or the
     /// in-cluster service account).
@@ -123,6 +139,9 @@ fn main() -> ExitCode {
             })
         }
         Command::Check { files, policies, output } => cli::check(&files, &policies, output),
+        Command::Advisories { files, name, namespace_labels, require_sbom } => {
+            cli::advisories(cli::AdvisoryArgs { files, name, namespace_labels, require_sbom })
+        }
         Command::Operator(args) => return run_async(operator::run(args)),
         Command::Webhook(args) => return run_async(palisade_webhooks::server::run(args)),
     };

@@ -200,17 +200,23 @@ fn spdx_components(doc: &serde_json::Value) -> Result<Vec<Component>, String> {
         .collect())
 }
 
-/// A purl without version, qualifiers and subpath, percent-decoded and lower-cased (npm and
-/// PyPI names are case-insensitive), and the version it names.
-fn split_purl(purl: &str) -> (String, Option<String>) {
+/// A purl's base (type, namespace, name) and version, with qualifiers and subpath dropped;
+/// as written, not decoded.
+pub fn purl_parts(purl: &str) -> (&str, Option<&str>) {
     let end = purl.find(['?', '#']).unwrap_or(purl.len());
     let bare = &purl[..end];
     // The version follows the last '@' after the type; an npm scope's '@' may be unencoded.
     let after_type = bare.find('/').map_or(0, |i| i + 1);
-    let (base, version) = match bare[after_type..].rfind('@') {
+    match bare[after_type..].rfind('@') {
         Some(i) if i > 0 => (&bare[..after_type + i], Some(&bare[after_type + i + 1..])),
         _ => (bare, None),
-    };
+    }
+}
+
+/// A purl's base percent-decoded and lower-cased (npm and PyPI names are case-insensitive),
+/// and its version.
+fn split_purl(purl: &str) -> (String, Option<String>) {
+    let (base, version) = purl_parts(purl);
     (normalize(base), version.map(percent_decode))
 }
 
@@ -291,6 +297,9 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 fn in_range(version: &str, r: &VersionRange) -> bool {
     r.introduced.as_deref().is_none_or(|low| compare_versions(version, low) != Ordering::Less)
         && r.fixed.as_deref().is_none_or(|high| compare_versions(version, high) == Ordering::Less)
+        && r.last_affected
+            .as_deref()
+            .is_none_or(|last| compare_versions(version, last) != Ordering::Greater)
 }
 
 /// `ID: purl@version` for every advisory that affects a listed component, sorted.
@@ -480,6 +489,7 @@ mod tests {
                 .map(|(i, f)| VersionRange {
                     introduced: i.map(str::to_string),
                     fixed: f.map(str::to_string),
+                    last_affected: None,
                 })
                 .collect(),
         }
@@ -518,6 +528,12 @@ mod tests {
             purl: Some("pkg:pypi/mcp".into()),
         };
         assert_eq!(findings([&window], &[c]).len(), 1);
+        // An inclusive upper bound when no fix is known.
+        let mut open = advisory("pkg:pypi/mcp", &[], &[(Some("1.0"), None)]);
+        open.ranges[0].last_affected = Some("1.3.0".into());
+        let hit =
+            |v: &str| !findings([&open], &[component(&format!("pkg:pypi/mcp@{v}"))]).is_empty();
+        assert!(hit("1.3.0") && hit("1.0.0") && !hit("1.3.1") && !hit("0.9"));
         // No purl: nothing to match on.
         let c = Component { name: "mcp".into(), version: Some("1.2.3".into()), purl: None };
         assert!(findings([&window], &[c]).is_empty());
