@@ -136,3 +136,32 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// An OSV feed becomes a policy that admission accepts, and that policy then refuses a server
+/// whose SBOM could not be verified (keyless only).
+#[test]
+fn advisories_from_osv_make_an_admissible_policy() {
+    let dir = std::env::temp_dir().join(format!("palisade-osv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let osv = dir.join("osv.json");
+    std::fs::write(
+        &osv,
+        r#"{"id": "GHSA-w48q-cv73-mx4w", "affected": [{
+            "package": {"ecosystem": "npm", "name": "@modelcontextprotocol/sdk"},
+            "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.24.0"}]}]}]}"#,
+    )
+    .unwrap();
+    let o = palisade(&["advisories", "--name", "feed", "--require-sbom", osv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, o.stdout).unwrap();
+    let p = policy.to_str().unwrap();
+    let o = palisade(&["check", p]);
+    assert_eq!(o.status.code(), Some(0), "the policy itself is admitted: {}", stdout(&o));
+    let o = palisade(&["check", "--policy", p, "examples/everything-http.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("policy.sbom"), "{}", stdout(&o));
+    let o = palisade(&["advisories", dir.join("missing.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
