@@ -116,7 +116,10 @@ async fn every_transport_becomes_a_hardened_running_workload() {
                 .unwrap();
         }
         let svc = Api::<Service>::namespaced(c.clone(), n).get(name).await.unwrap();
-        let ports = svc.spec.unwrap().ports.unwrap();
+        let svc_spec = svc.spec.unwrap();
+        // Sessions and approvals live in one gateway replica: clients stick to it.
+        assert_eq!(svc_spec.session_affinity.as_deref(), Some("ClientIP"));
+        let ports = svc_spec.ports.unwrap();
         assert_eq!(ports.iter().map(|p| p.port).collect::<Vec<_>>(), vec![8443]);
         Api::<ConfigMap>::namespaced(c.clone(), n).get(&format!("{name}-gateway")).await.unwrap();
         let tls = Api::<Secret>::namespaced(c.clone(), n)

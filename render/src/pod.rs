@@ -6,11 +6,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Capabilities, ClientIPConfig, ConfigMap, ConfigMapKeySelector, ConfigMapVolumeSource,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, SessionAffinityConfig, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -30,6 +30,9 @@ use crate::{
 /// UID/GID the pod runs as unless the spec names another non-zero UID (distroless "nonroot").
 pub const DEFAULT_UID: i64 = 65532;
 /// Environment the stdio bridge passes to the server besides declared variables.
+/// How long a client sticks to one gateway replica after its last connection.
+const SESSION_AFFINITY_SECONDS: i32 = 10_800;
+
 const BRIDGE_BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
 
 pub(crate) fn service_account(meta: &Meta) -> ServiceAccount {
@@ -415,6 +418,12 @@ pub(crate) fn service(meta: &Meta) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_string()),
             selector: Some(meta.selector.clone()),
+            // Sessions, approvals and per-session budgets live in one gateway replica's memory:
+            // a client keeps reaching the replica that holds them (kube-proxy's default 3 h).
+            session_affinity: Some("ClientIP".to_string()),
+            session_affinity_config: Some(SessionAffinityConfig {
+                client_ip: Some(ClientIPConfig { timeout_seconds: Some(SESSION_AFFINITY_SECONDS) }),
+            }),
             ports: Some(vec![ServicePort {
                 name: Some("https".to_string()),
                 port: GATEWAY_PORT,

@@ -177,6 +177,9 @@ fn containers_are_hardened_and_only_the_gateway_is_exposed() {
         let svc_ports = r.service.spec.as_ref().unwrap().ports.clone().unwrap();
         assert_eq!(svc_ports.len(), 1);
         assert_eq!(svc_ports[0].port, GATEWAY_PORT);
+        // Gateway state is per replica: a client must keep reaching the same one.
+        let svc = r.service.spec.as_ref().unwrap();
+        assert_eq!(svc.session_affinity.as_deref(), Some("ClientIP"));
         // Every writable volume is a size-limited tmpfs.
         for v in p.volumes.iter().flatten() {
             if let Some(ed) = &v.empty_dir {
