@@ -29,10 +29,9 @@ use crate::{
 
 /// UID/GID the pod runs as unless the spec names another non-zero UID (distroless "nonroot").
 pub const DEFAULT_UID: i64 = 65532;
-/// Environment the stdio bridge passes to the server besides declared variables.
 /// How long a client sticks to one gateway replica after its last connection.
 const SESSION_AFFINITY_SECONDS: i32 = 10_800;
-
+/// Environment the stdio bridge passes to the server besides declared variables.
 const BRIDGE_BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
 
 pub(crate) fn service_account(meta: &Meta) -> ServiceAccount {
