@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     pub limits: Limits,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Directories no tool argument may name, whatever the argument's roots say: the server's
+    /// Secret mounts (credentials are never a tool's input).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_paths: Vec<String>,
 }
 
 /// Which MCPServer this gateway fronts (for logs, audit records and metrics labels).
@@ -124,11 +128,22 @@ pub struct AuditConfig {
     /// Also append records to this file (stdout always gets them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// Where the gateway keeps the chain's head (last sequence number and hash) so that after a
+    /// restart the chain continues from it with a `boot` record: a restart is visible, and so
+    /// is a tail removed before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_file: Option<String>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { enabled: true, checkpoint_every: 100, signing_key_file: None, file: None }
+        AuditConfig {
+            enabled: true,
+            checkpoint_every: 100,
+            signing_key_file: None,
+            file: None,
+            head_file: None,
+        }
     }
 }
 

@@ -281,7 +281,10 @@ pub enum FreeText {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgumentRule {
-    /// Argument name, or a JSON pointer such as `/options/path` for nested values.
+    /// Argument name, or a JSON pointer such as `/options/path` for nested values. A `*`
+    /// segment matches every element of an array or every member of an object, so `/files/*`
+    /// reaches each path of a list and `/targets/*/url` each target's URL; the rule applies to
+    /// every value it reaches.
     #[schemars(length(min = 1, max = 256))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,6 +320,17 @@ pub struct ArgumentRule {
     pub free_text: FreeText,
 }
 
+impl ArgumentRule {
+    /// Whether the rule says which values are allowed (enum, pattern, path roots or a URL
+    /// rule), as opposed to only bounding them; `freeText: Refuse` needs one of these.
+    pub fn pins_values(&self) -> bool {
+        !self.one_of.is_empty()
+            || self.pattern.is_some()
+            || !self.path_roots.is_empty()
+            || self.url.is_some()
+    }
+}
+
 /// How the plan step of an approval obtains a preview of the change.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -343,13 +357,22 @@ pub struct ToolPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub arguments: Vec<ArgumentRule>,
-    /// Refuse arguments that no rule names.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// Refuse arguments that no rule names and the tool's `inputSchema` does not declare
+    /// (default). `false` passes undeclared arguments to the server.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub deny_unlisted_arguments: bool,
     /// Calls per minute per principal for this tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub rate_per_minute: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl ToolPolicy {
@@ -556,8 +579,16 @@ pub struct Sandbox {
     pub processes: u64,
     /// Environment variables passed through to the server besides those the spec declares.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), pattern(r"^[A-Za-z_][A-Za-z0-9_]*$"))
+    )]
     pub env_allow: Vec<String>,
+    /// A server process is stopped (its whole process group) after this many seconds, and the
+    /// session it served ends; the client opens a new one. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 31536000))]
+    pub max_lifetime_seconds: Option<u64>,
 }
 
 impl Default for Sandbox {
@@ -568,6 +599,7 @@ impl Default for Sandbox {
             open_files: d_open_files(),
             processes: d_processes(),
             env_allow: Vec::new(),
+            max_lifetime_seconds: None,
         }
     }
 }
@@ -599,7 +631,7 @@ mod tests {
             require_approval,
             dry_run: None,
             arguments: vec![],
-            deny_unlisted_arguments: false,
+            deny_unlisted_arguments: true,
             rate_per_minute: None,
         };
         assert!(!tool(ToolEffect::Read, None).approval_required());

@@ -163,22 +163,133 @@ pub fn value_looks_secret(value: &str) -> Option<SecretKind> {
     (token_like && entropy(v) >= 4.0).then_some(SecretKind::GenericKeyValue)
 }
 
-/// Whether an environment variable's name says that it holds a credential.
+/// The words of an identifier, upper case: split at `_`, `-`, `.` and at lower-to-upper case
+/// changes (`GIT_AUTHOR_NAME` -> GIT AUTHOR NAME, `apiKey` -> API KEY).
+pub fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        cur.push(c.to_ascii_uppercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Words that name a credential on their own.
+const CREDENTIAL_WORDS: &[&str] = &[
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "PWD",
+    "APIKEY",
+    "CREDENTIAL",
+    "CREDENTIALS",
+    "CREDS",
+    "PRIVATEKEY",
+    "SECRETKEY",
+    "ACCESSKEY",
+    "AUTHORIZATION",
+    "COOKIE",
+];
+/// Words that name a credential when they come before `KEY`.
+const KEY_QUALIFIERS: &[&str] =
+    &["API", "ACCESS", "PRIVATE", "SECRET", "SIGNING", "ENCRYPTION", "MASTER", "LICENSE", "AUTH"];
+/// Last words that make a name a reference to a credential, or a setting about one, rather
+/// than the credential (`TOKEN_FILE`, `SECRET_NAME`, `TOKEN_TTL`).
+const NOT_THE_VALUE: &[&str] = &[
+    "FILE", "FILES", "PATH", "DIR", "FILENAME", "NAME", "ID", "REF", "URL", "URI", "ENDPOINT",
+    "HOST", "PORT", "TYPE", "MODE", "TTL", "EXPIRY", "EXPIRES", "SECONDS", "LIFETIME", "LENGTH",
+    "ENABLED", "HEADER", "FIELD", "KIND", "VERSION", "ISSUER", "AUDIENCE", "SCOPE", "SCOPES",
+];
+
+/// Whether an identifier (an environment variable, a command-line flag) says that it holds a
+/// credential, judged by whole words: `GITHUB_TOKEN`, `db_password`, `apiKey`, `BASIC_AUTH`,
+/// but not `MAX_TOKENS`, `GIT_AUTHOR_NAME`, `TOKEN_FILE` or `PWD` (the working directory).
 pub fn name_looks_secret(name: &str) -> bool {
-    let n = name.to_ascii_uppercase();
-    const WORDS: &[&str] = &[
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "API_KEY",
-        "APIKEY",
-        "ACCESS_KEY",
-        "PRIVATE_KEY",
-        "CREDENTIAL",
-        "AUTH",
-    ];
-    WORDS.iter().any(|w| n.contains(w)) && !n.ends_with("_FILE") && !n.ends_with("_PATH")
+    let w = words(name);
+    let Some(last) = w.last() else { return false };
+    if NOT_THE_VALUE.contains(&last.as_str()) {
+        return false;
+    }
+    if w.len() == 1 && (last == "PWD" || last == "OLDPWD") {
+        return false;
+    }
+    let by_word = w.iter().any(|x| CREDENTIAL_WORDS.contains(&x.as_str()));
+    let by_pair = w.windows(2).any(|p| p[1] == "KEY" && KEY_QUALIFIERS.contains(&p[0].as_str()));
+    // BASIC_AUTH, PROXY_AUTH: an "auth" setting that is the credential itself.
+    let auth_last = last == "AUTH" && w.len() > 1;
+    by_word || by_pair || auth_last
+}
+
+/// Whether a value is a reference or placeholder rather than a literal (`${TOKEN}`, `$(cat
+/// f)`, `<token>`, a file path).
+fn is_reference(value: &str) -> bool {
+    let v = value.trim();
+    v.is_empty()
+        || v.starts_with('$')
+        || v.starts_with('<')
+        || v.starts_with('{')
+        || v.starts_with('/')
+        || v.starts_with("file:")
+}
+
+/// Whether a URL carries a password in its user information (`postgres://u:p@db/x`).
+pub fn url_has_credentials(value: &str) -> bool {
+    let mut rest = value;
+    while let Some(i) = rest.find("://") {
+        let after = &rest[i + 3..];
+        let authority = after.split(['/', '?', '#', ' ', '"', '\'']).next().unwrap_or_default();
+        if let Some((userinfo, _host)) = authority.rsplit_once('@')
+            && let Some((_user, password)) = userinfo.split_once(':')
+            && !is_reference(password)
+        {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
+/// Why an argv entry (at `i`) passes a credential in plaintext, if it does: `--token=...`,
+/// `--api-key VALUE`, a literal that looks like a key, or a URL with a password. The reason
+/// never contains the value.
+pub fn argument_credential(argv: &[String], i: usize) -> Option<String> {
+    let arg = argv.get(i)?;
+    if let Some(kind) = value_looks_secret(arg) {
+        return Some(format!("a value that looks like a credential ({})", kind.as_str()));
+    }
+    if url_has_credentials(arg) {
+        return Some("a URL with a password in it".into());
+    }
+    let flag = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
+    match flag.split_once('=') {
+        Some((name, value)) if name_looks_secret(name) && !is_reference(value) => {
+            Some(format!("the credential flag --{name} with a literal value"))
+        }
+        Some(_) => None,
+        None if name_looks_secret(flag) => {
+            let next = argv.get(i + 1)?;
+            (!next.starts_with('-') && !is_reference(next))
+                .then(|| format!("the credential flag {arg} followed by a literal value"))
+        }
+        None => None,
+    }
 }
 
 /// The text with every credential replaced by `[REDACTED:<kind>]`, and counts per kind.
@@ -271,13 +382,60 @@ mod tests {
 
     #[test]
     fn env_names_and_values() {
-        assert!(name_looks_secret("GITHUB_TOKEN"));
-        assert!(name_looks_secret("db_password"));
-        assert!(!name_looks_secret("TOKEN_FILE"));
-        assert!(!name_looks_secret("LOG_LEVEL"));
+        for secret in [
+            "GITHUB_TOKEN",
+            "db_password",
+            "apiKey",
+            "OPENAI_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "BASIC_AUTH",
+            "DB_PWD",
+            "oauthClientSecret",
+            "SLACK_BOT_TOKEN",
+            "AUTH_TOKEN",
+        ] {
+            assert!(name_looks_secret(secret), "{secret}");
+        }
+        for ordinary in [
+            "TOKEN_FILE",
+            "LOG_LEVEL",
+            "GIT_AUTHOR_NAME",
+            "MAX_TOKENS",
+            "PWD",
+            "SECRET_NAME",
+            "OIDC_ISSUER",
+            "TOKEN_TTL",
+            "AUTH_MODE",
+            "AUTHOR",
+            "PRIMARY_KEY",
+        ] {
+            assert!(!name_looks_secret(ordinary), "{ordinary}");
+        }
         assert!(value_looks_secret("Zk3p9Qx7Lm2Vb8Nw4Rt6Yh1Jc5Gd0Fs").is_some());
         assert!(value_looks_secret("info").is_none());
         assert!(value_looks_secret("https://api.example.com/v1/with/a/long/path").is_none());
         assert!(value_looks_secret("/var/run/secrets/token").is_none());
+    }
+
+    #[test]
+    fn credentials_in_argv_and_urls() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let found = |v: &[&str]| {
+            let a = argv(v);
+            (0..a.len()).find_map(|i| argument_credential(&a, i))
+        };
+        assert!(found(&["server", "--token=s3cr3t-value"]).is_some());
+        assert!(found(&["server", "--api-key", "abc123"]).is_some());
+        assert!(found(&["server", "-password=hunter2"]).is_some());
+        assert!(found(&["server", "--db", "postgres://app:hunter2@db:5432/x"]).is_some());
+        assert!(found(&["server", "ghp_0123456789abcdefghijABCDEFGHIJ012345"]).is_some());
+        assert!(found(&["server", "--token-file", "/var/run/token"]).is_none());
+        assert!(found(&["server", "--token", "${TOKEN}"]).is_none());
+        assert!(found(&["server", "--max-tokens", "4096"]).is_none());
+        assert!(found(&["server", "--token", "--verbose"]).is_none());
+        assert!(found(&["server", "https://api.example.com/v1"]).is_none());
+        assert!(url_has_credentials("redis://:pa55@cache:6379"));
+        assert!(!url_has_credentials("ssh://git@github.com/x"));
+        assert!(!url_has_credentials("postgres://app:${DB_PASSWORD}@db/x"));
     }
 }

@@ -22,6 +22,13 @@ pub const API_VERSION: &str = "palisade.dev/v1alpha1";
 /// hand-made MCP workload in an enforced namespace, where admission checks it).
 pub const MCP_SERVER_LABEL: &str = "palisade.dev/mcp-server";
 
+/// UID (and GID) MCP servers run as unless the spec names another non-zero UID (distroless
+/// "nonroot").
+pub const SERVER_UID: i64 = 65532;
+/// UID of the gateway container: never the server's, so that the server cannot read the
+/// gateway's files (TLS key, audit signing key) or signal its process.
+pub const GATEWAY_UID: i64 = 65533;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
     #[error("cannot serialize CRD {name} to YAML: {source}")]

@@ -35,8 +35,10 @@ pub struct SignaturePolicy {
     /// Every MCPServer must declare `spec.signature`.
     #[serde(default)]
     pub required: bool,
-    /// PEM public keys that are trusted in addition to (and, when `onlyTrusted`, instead of) the
-    /// keys the MCPServer names. Public keys are not secret, so they are inline.
+    /// PEM public keys (cosign) that the operator verifies images with, in addition to (and,
+    /// when `onlyTrusted`, instead of) the keys the MCPServer names. Public keys are not secret,
+    /// so they are inline. They are also the trust root that lets a server that names only
+    /// keyless identities run where signatures are required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(max = 8192)))]
     pub trusted_keys: Vec<String>,
@@ -44,8 +46,9 @@ pub struct SignaturePolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub trusted_identities: Vec<KeylessIdentity>,
-    /// Keyless identities in MCPServers must be among `trustedIdentities` (same issuer, and a
-    /// subject the trusted entry matches).
+    /// Only the policy's trust counts: the operator verifies with `trustedKeys` and ignores the
+    /// keys an MCPServer names, and keyless identities in MCPServers must be among
+    /// `trustedIdentities` (same issuer, and a subject the trusted entry matches).
     #[serde(default)]
     pub only_trusted: bool,
 }
@@ -70,6 +73,23 @@ pub struct EgressPolicy {
     /// Refuse DNS-name egress rules (for clusters whose CNI cannot enforce them).
     #[serde(default)]
     pub deny_host_rules: bool,
+    /// DNS names that may resolve inside the cluster or to private addresses (internal zones,
+    /// single-label names, wildcard-DNS services, names that spell an address) and that
+    /// MCPServers may still name in `egress[].host`, exactly as written there (`*.corp.example`
+    /// included). Every policy selecting the namespace must list the name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    pub allowed_internal_hosts: Vec<String>,
+}
+
+/// Audit guardrails.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditPolicy {
+    /// Every MCPServer must name `audit.signingKeySecretRef`, so that its checkpoints are signed
+    /// and the hash chain cannot be recomputed by whoever can edit the log.
+    #[serde(default)]
+    pub require_signing_key: bool,
 }
 
 /// Authentication guardrails.
@@ -214,4 +234,6 @@ pub struct MCPPolicySpec {
     pub tools: ToolGuardrails,
     #[serde(default)]
     pub supply_chain: SupplyChainPolicy,
+    #[serde(default)]
+    pub audit: AuditPolicy,
 }

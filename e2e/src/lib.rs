@@ -732,3 +732,56 @@ pub async fn kubectl(
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
 }
+
+/// Rules of the webhook's baseline that the chart's ValidatingAdmissionPolicy also enforces
+/// (the backstop while the webhook is unavailable).
+pub const VAP_RULES: &[&str] = &[
+    "baseline.image",
+    "baseline.metadataEgress",
+    "baseline.resources",
+    "baseline.audit",
+    "baseline.destructiveApproval",
+    "baseline.envInjection",
+    "baseline.plaintextSecret",
+    "baseline.mountPath",
+    "baseline.noShell",
+    "pss.privileged",
+    "workload.image",
+    "workload.shareProcessNamespace",
+];
+
+/// One refusal the rejection table (examples/rejected/) expects: a file, a rule, a field.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub file: String,
+    pub rule: String,
+    pub field: String,
+}
+
+/// One case per `# expect:` line of examples/rejected/.
+pub fn rejection_table() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo_root().join("examples/rejected"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for l in text.lines().filter_map(|l| l.strip_prefix("# expect: ")) {
+            if let Some((rule, field)) = l.split_once(' ') {
+                cases.push(Case {
+                    file: path.display().to_string(),
+                    rule: rule.into(),
+                    field: field.into(),
+                });
+            }
+        }
+    }
+    cases
+}
+
+/// Whether a rejection-table file is refused by the CRD itself (schema or CEL), before any
+/// admission control sees it.
+pub fn refused_by_the_crd(file: &str) -> bool {
+    rejection_table().iter().any(|c| c.file == file && c.rule.starts_with("crd."))
+}

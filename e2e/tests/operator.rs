@@ -86,18 +86,13 @@ async fn every_transport_becomes_a_hardened_running_workload() {
         );
         assert!(status.image.unwrap().digest.starts_with("sha256:"));
         let verified = status.conditions.iter().find(|c| c.type_ == "ImageVerified").unwrap();
-        if server.spec.signature.as_ref().is_some_and(|s| !s.keys.is_empty()) {
-            // The signed stand-in's cosign signature, checked with the run's public key.
-            assert_eq!(
-                (verified.status.as_str(), verified.reason.as_str()),
-                ("True", "SignatureVerified"),
-                "{name}: {}",
-                verified.message
-            );
-        } else {
-            // Keyless identities cannot be checked without the Sigstore trust root: never True.
-            assert_eq!(verified.status, "Unknown", "{name}: {}", verified.message);
-        }
+        // The signed stand-in's cosign signature, checked with the run's public key.
+        assert_eq!(
+            (verified.status.as_str(), verified.reason.as_str()),
+            ("True", "SignatureVerified"),
+            "{name}: {}",
+            verified.message
+        );
         assert!(
             status.conditions.iter().any(|c| c.type_ == "PolicyCompliant" && c.status == "True")
         );
@@ -559,6 +554,54 @@ async fn only_images_signed_by_a_trusted_key_run() {
             .clone()
             .unwrap();
     assert_eq!(image, other_ref);
+
+    // Hole 1 of the audit. A policy's trusted key is a trust root: a server that names only a
+    // keyless identity (which the operator cannot verify) runs when the policy's key verifies.
+    let policies: Api<MCPPolicy> = Api::all(s.client.clone());
+    let policy_name = format!("{}-trust", s.ns.name);
+    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": s.ns.name}});
+    let identity = json!({"issuer": "https://token.actions.githubusercontent.com",
+                          "subjectRegExp": "https://github.com/acme/.*"});
+    let policy: MCPPolicy = serde_json::from_value(json!({
+        "apiVersion": "palisade.dev/v1alpha1", "kind": "MCPPolicy",
+        "metadata": {"name": policy_name},
+        "spec": {"namespaceSelector": selector,
+                 "signature": {"required": true, "trustedKeys": [pem.trim()]}}}))
+    .unwrap();
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    let mut keyless = named("keyless", &other_ref);
+    keyless.spec.signature =
+        Some(serde_json::from_value(json!({"keyless": [identity.clone()]})).unwrap());
+    api.create(&PostParams::default(), &keyless).await.unwrap();
+    let keyless = wait_ready(&api, "keyless").await;
+    let (status, _, message) = verified_condition(&keyless).unwrap();
+    assert_eq!(status, "True", "{message}");
+    assert!(message.contains(&format!("MCPPolicy {policy_name} trustedKeys[0]")), "{message}");
+
+    // With onlyTrusted the keys a namespace names for itself no longer count: the weather
+    // server, signed by the run's key that its own spec names, stops (scaled to zero).
+    let only =
+        json!({"spec": {"signature": {"onlyTrusted": true, "trustedIdentities": [identity]}}});
+    policies.patch(&policy_name, &PatchParams::default(), &Patch::Merge(&only)).await.unwrap();
+    let (status, reason, message) = eventually(WAIT, "weather no longer verified", || async {
+        let c = verified_condition(&api.get("weather").await.ok()?)?;
+        (c.0 == "False").then_some(c)
+    })
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "SignatureMismatch"), "{message}");
+    eventually(WAIT, "weather scaled to zero", || async {
+        (replicas(&deployments.get("weather").await.ok()?) == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let keyless = api.get("keyless").await.unwrap();
+    assert_eq!(
+        verified_condition(&keyless).unwrap().0,
+        "True",
+        "the policy's own key still verifies"
+    );
+    policies.delete(&policy_name, &DeleteParams::default()).await.unwrap();
     s.ns.delete().await.unwrap();
     let _ = std::fs::remove_dir_all(keys);
 }

@@ -152,8 +152,8 @@ pub async fn run(args: Args) -> Result<(), BridgeError> {
         path: args.socket.display().to_string(),
         source,
     })?;
-    // Only the pod's own UID may connect (the gateway runs as the same user).
-    let _ = rustix::fs::chmod(&args.socket, rustix::fs::Mode::from_raw_mode(0o600));
+    // Only the pod's group may connect: the gateway runs under its own UID in the pod's group.
+    let _ = rustix::fs::chmod(&args.socket, rustix::fs::Mode::from_raw_mode(0o660));
     info!(socket = %args.socket.display(), program = %args.argv[0], "bridge listening");
     let args = Arc::new(args);
     let slots = Arc::new(Semaphore::new(args.max_processes));

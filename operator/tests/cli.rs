@@ -138,7 +138,7 @@ fn tempdir() -> PathBuf {
 }
 
 /// An OSV feed becomes a policy that admission accepts, and that policy then refuses a server
-/// whose SBOM could not be verified (keyless only).
+/// whose SBOM could not be verified (no signing key named).
 #[test]
 fn advisories_from_osv_make_an_admissible_policy() {
     let dir = std::env::temp_dir().join(format!("palisade-osv-{}", std::process::id()));
@@ -158,7 +158,14 @@ fn advisories_from_osv_make_an_admissible_policy() {
     let p = policy.to_str().unwrap();
     let o = palisade(&["check", p]);
     assert_eq!(o.status.code(), Some(0), "the policy itself is admitted: {}", stdout(&o));
-    let o = palisade(&["check", "--policy", p, "examples/everything-http.yaml"]);
+    let signed = std::fs::read_to_string(repo().join("examples/everything-http.yaml")).unwrap();
+    let keys = "  signature:\n    keys:\n      - secretRef: { name: cosign-public-key, key: cosign.pub }\n";
+    assert!(signed.contains(keys));
+    let unsigned = dir.join("unsigned.yaml");
+    std::fs::write(&unsigned, signed.replace(keys, "")).unwrap();
+    let o = palisade(&["check", unsigned.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "admitted without the policy: {}", stdout(&o));
+    let o = palisade(&["check", "--policy", p, unsigned.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("policy.sbom"), "{}", stdout(&o));
     let o = palisade(&["advisories", dir.join("missing.json").to_str().unwrap()]);

@@ -14,6 +14,10 @@ pub(crate) const TLS_DIR: &str = "/etc/palisade/tls";
 pub(crate) const CLIENT_CA_DIR: &str = "/etc/palisade/client-ca";
 pub(crate) const AUDIT_KEY_DIR: &str = "/etc/palisade/audit-key";
 pub(crate) const OIDC_CA_DIR: &str = "/etc/palisade/oidc-ca";
+/// The gateway's own state that outlives a container restart (an emptyDir of the pod).
+pub(crate) const STATE_DIR: &str = "/var/lib/palisade";
+/// Where the audit chain's head is kept.
+pub(crate) const AUDIT_HEAD_FILE: &str = "/var/lib/palisade/audit-head.json";
 
 pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> GatewayConfig {
     let spec = &server.spec;
@@ -67,6 +71,8 @@ pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> Gatewa
                 .as_ref()
                 .map(|k| format!("{AUDIT_KEY_DIR}/{}", k.key)),
             file: None,
+            head_file: Some(AUDIT_HEAD_FILE.to_string()),
         },
+        protected_paths: spec.secret_mounts.iter().map(|m| m.mount_path.clone()).collect(),
     }
 }

@@ -48,7 +48,8 @@ pub enum FqdnPolicy {
     /// Record the names in an annotation only (NetworkPolicy cannot express them).
     #[default]
     None,
-    /// Also render a `cilium.io/v2` CiliumNetworkPolicy with `toFQDNs`.
+    /// Also render a `cilium.io/v2` CiliumNetworkPolicy with `toFQDNs`, and restrict DNS to
+    /// the names the pod needs (Cilium's DNS proxy) instead of leaving it open.
     Cilium,
 }
 
@@ -214,7 +215,7 @@ pub fn render(server: &MCPServer, opts: &RenderOptions) -> Result<Rendered, Rend
 
     let network_policies = network::network_policies(server, &meta, opts)?;
     let cilium_policy = match opts.fqdn_policy {
-        FqdnPolicy::Cilium => network::cilium_fqdn_policy(server, &meta, opts),
+        FqdnPolicy::Cilium => Some(network::cilium_fqdn_policy(server, &meta, opts)),
         FqdnPolicy::None => None,
     };
 

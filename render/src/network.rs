@@ -16,11 +16,12 @@ use palisade_core::net::{self, DeniedOverlap};
 use serde_json::json;
 
 use crate::labels::Meta;
-use crate::{ADMIN_PORT, GATEWAY_PORT, RenderError, RenderOptions, names};
+use crate::{ADMIN_PORT, FqdnPolicy, GATEWAY_PORT, RenderError, RenderOptions, names};
 
 /// How Palisade keeps metadata endpoints out of reach even when a spec allows a broad CIDR.
 pub const METADATA_EXCLUSION_NOTE: &str = "every ipBlock excludes the always-denied ranges it \
-contains (palisade_core::net::ALWAYS_DENIED); a CIDR inside one of them is refused";
+contains, in every IPv4 and IPv6 spelling (palisade_core::net::always_denied_everywhere); a \
+CIDR inside one of them is refused";
 
 fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
     LabelSelector { match_labels: Some(labels.clone()), match_expressions: None }
@@ -42,7 +43,7 @@ fn tcp(port: i32) -> NetworkPolicyPort {
 fn ip_block(cidr: &str) -> Result<IPBlock, String> {
     let net: IpNet = net::parse_canonical_cidr(cidr)?;
     let mut except = Vec::new();
-    for overlap in net::denied_overlaps(&net, &net::always_denied()) {
+    for overlap in net::denied_overlaps(&net, &net::always_denied_everywhere()) {
         match overlap {
             DeniedOverlap::Inside(d) => {
                 return Err(format!("{cidr} lies inside {d}, which is always denied"));
@@ -147,7 +148,10 @@ pub(crate) fn network_policies(
         },
     );
 
-    let mut egress = vec![NetworkPolicyEgressRule {
+    // With Cilium, DNS is allowed by the CiliumNetworkPolicy, for the spec's names only; an
+    // open port-53 rule here would let any name through (Cilium ORs the policies).
+    let mut egress = Vec::new();
+    let open_dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(namespace_selector(&opts.dns.namespace)),
             pod_selector: Some(selector(&opts.dns.pod_labels)),
@@ -161,7 +165,10 @@ pub(crate) fn network_policies(
             },
             tcp(53),
         ]),
-    }];
+    };
+    if opts.fqdn_policy != FqdnPolicy::Cilium {
+        egress.push(open_dns);
+    }
     for (index, rule) in server.spec.egress.iter().enumerate() {
         if let Some(cidr) = &rule.cidr {
             let block =
@@ -185,23 +192,43 @@ pub(crate) fn network_policies(
     Ok(vec![default_deny, ingress_policy, egress_policy])
 }
 
-/// A CiliumNetworkPolicy that allows the spec's DNS-name egress rules (and DNS with Cilium's
-/// DNS proxy, which `toFQDNs` needs). Cilium ORs it with the NetworkPolicies above.
+/// The DNS names the pod needs to resolve: the spec's host egress rules, and the OIDC issuer
+/// (discovery) and JWKS hosts the gateway fetches keys from. Wildcards stay patterns.
+pub(crate) fn dns_names(server: &MCPServer) -> Vec<String> {
+    let mut names: Vec<String> = server.spec.egress.iter().filter_map(|r| r.host.clone()).collect();
+    if let Some(oidc) = &server.spec.auth.oidc {
+        for url in std::iter::once(&oidc.issuer).chain(oidc.jwks_uri.iter()) {
+            if let Some(host) = url
+                .strip_prefix("https://")
+                .and_then(|r| r.split(['/', '?', '#']).next())
+                .map(|a| a.rsplit('@').next().unwrap_or(a))
+                .and_then(|a| a.split(':').next())
+                .filter(|h| !h.is_empty() && h.parse::<std::net::IpAddr>().is_err())
+            {
+                names.push(host.to_ascii_lowercase());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A CiliumNetworkPolicy that allows the spec's DNS-name egress rules, and DNS itself only for
+/// the names the pod needs ([`dns_names`]), through Cilium's DNS proxy: a name outside the
+/// list is refused by the proxy, so DNS cannot carry data out. Cilium ORs it with the
+/// NetworkPolicies above (which then omit their open DNS rule).
 pub(crate) fn cilium_fqdn_policy(
     server: &MCPServer,
     meta: &Meta,
     opts: &RenderOptions,
-) -> Option<serde_json::Value> {
+) -> serde_json::Value {
     let rules: Vec<_> = server
         .spec
         .egress
         .iter()
         .filter_map(|r| {
             let host = r.host.as_ref()?;
-            let fqdn = match host.strip_prefix("*.") {
-                Some(_) => json!({ "matchPattern": host }),
-                None => json!({ "matchName": host }),
-            };
             let ports: Vec<_> = r
                 .ports
                 .iter()
@@ -214,30 +241,32 @@ pub(crate) fn cilium_fqdn_policy(
                     port
                 })
                 .collect();
-            Some(json!({ "toFQDNs": [fqdn], "toPorts": [{ "ports": ports }] }))
+            Some(json!({ "toFQDNs": [fqdn_selector(host)], "toPorts": [{ "ports": ports }] }))
         })
         .collect();
-    if rules.is_empty() {
-        return None;
-    }
     let mut dns_selector = serde_json::Map::new();
     dns_selector.insert("k8s:io.kubernetes.pod.namespace".to_string(), json!(opts.dns.namespace));
     for (k, v) in &opts.dns.pod_labels {
         dns_selector.insert(format!("k8s:{k}"), json!(v));
     }
-    let mut egress = vec![json!({
-        "toEndpoints": [{ "matchLabels": dns_selector }],
-        "toPorts": [{
-            "ports": [
-                { "port": "53", "protocol": PortProtocol::Udp.as_str() },
-                { "port": "53", "protocol": PortProtocol::Tcp.as_str() }
-            ],
-            "rules": { "dns": [{ "matchPattern": "*" }] }
-        }]
-    })];
+    let names: Vec<_> = dns_names(server).iter().map(|n| fqdn_selector(n)).collect();
+    let mut egress = Vec::new();
+    // Without names, no DNS at all.
+    if !names.is_empty() {
+        egress.push(json!({
+            "toEndpoints": [{ "matchLabels": dns_selector }],
+            "toPorts": [{
+                "ports": [
+                    { "port": "53", "protocol": PortProtocol::Udp.as_str() },
+                    { "port": "53", "protocol": PortProtocol::Tcp.as_str() }
+                ],
+                "rules": { "dns": names }
+            }]
+        }));
+    }
     egress.extend(rules);
     let metadata = meta.object(&format!("{}-fqdn", meta.name));
-    Some(json!({
+    json!({
         "apiVersion": "cilium.io/v2",
         "kind": "CiliumNetworkPolicy",
         "metadata": metadata,
@@ -245,5 +274,13 @@ pub(crate) fn cilium_fqdn_policy(
             "endpointSelector": { "matchLabels": meta.selector },
             "egress": egress,
         }
-    }))
+    })
+}
+
+fn fqdn_selector(host: &str) -> serde_json::Value {
+    if host.starts_with("*.") {
+        json!({ "matchPattern": host })
+    } else {
+        json!({ "matchName": host })
+    }
 }

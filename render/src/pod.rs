@@ -20,7 +20,7 @@ use palisade_api::MCPServer;
 use palisade_api::mcpserver::{Resources, Transport};
 use palisade_core::config::{FILE_NAME, MOUNT_DIR};
 
-use crate::gateway_config::{AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, TLS_DIR};
+use crate::gateway_config::{AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, STATE_DIR, TLS_DIR};
 use crate::labels::Meta;
 use crate::{
     ADMIN_PORT, BRIDGE_BINARY, BRIDGE_SOCKET, CONFIG_HASH_ANNOTATION, EGRESS_HOSTS_ANNOTATION,
@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// UID/GID the pod runs as unless the spec names another non-zero UID (distroless "nonroot").
-pub const DEFAULT_UID: i64 = 65532;
+pub const DEFAULT_UID: i64 = palisade_api::SERVER_UID;
 /// How long a client sticks to one gateway replica after its last connection.
 const SESSION_AFFINITY_SECONDS: i32 = 10_800;
 /// Environment the stdio bridge passes to the server besides declared variables.
@@ -189,8 +189,11 @@ fn server_command(server: &MCPServer) -> (Option<Vec<String>>, Option<Vec<String
                 format!("--rlimit-nofile={}", sb.open_files),
                 format!("--rlimit-nproc={}", sb.processes),
                 format!("--env-allow={}", allow.join(",")),
-                "--".to_string(),
             ];
+            if let Some(lifetime) = sb.max_lifetime_seconds {
+                cmd.push(format!("--max-lifetime={lifetime}"));
+            }
+            cmd.push("--".to_string());
             cmd.extend(spec.command.iter().cloned());
             cmd.extend(spec.args.iter().cloned());
             (Some(cmd), None)
@@ -245,6 +248,7 @@ pub(crate) fn deployment(
         mount("gateway-config", MOUNT_DIR, true),
         mount("gateway-tls", TLS_DIR, true),
         mount("gateway-tmp", "/tmp", false),
+        mount("gateway-state", STATE_DIR, false),
     ];
     volumes.push(Volume {
         name: "gateway-config".to_string(),
@@ -259,6 +263,7 @@ pub(crate) fn deployment(
         spec.gateway.tls_secret_name.clone().unwrap_or_else(|| names::tls_secret(&meta.name));
     volumes.push(secret_volume("gateway-tls", &tls_secret, &[]));
     volumes.push(memory_dir("gateway-tmp", "16Mi"));
+    volumes.push(memory_dir("gateway-state", "1Mi"));
     if let Some(mtls) = &spec.auth.mtls {
         let r = &mtls.client_ca_secret_ref;
         volumes.push(secret_volume("client-ca", &r.name, std::slice::from_ref(&r.key)));
@@ -340,7 +345,8 @@ pub(crate) fn deployment(
             value: Some("info".to_string()),
             value_from: None,
         }]),
-        security_context: Some(hardened_security_context(uid)),
+        // Never the server's UID: the server cannot read the gateway's files or signal it.
+        security_context: Some(hardened_security_context(palisade_api::GATEWAY_UID)),
         resources: Some(gateway_resources(server)),
         volume_mounts: Some(gateway_mounts),
         ..Container::default()

@@ -458,6 +458,79 @@ fn cilium_policy_expresses_host_rules() {
     assert!(render(&s, &RenderOptions::default()).unwrap().cilium_policy.is_none());
 }
 
+/// Hole 12 of the audit: DNS was open to any name. Where the CNI can (Cilium), it is limited
+/// to the names the spec needs, and the NetworkPolicy no longer opens port 53 beside it.
+#[test]
+fn dns_is_limited_to_the_names_the_spec_needs_under_cilium() {
+    let s = example("weather-sse.yaml");
+    let port_53 = |r: &Rendered| {
+        r.network_policies.iter().any(|np| {
+            np.spec.as_ref().and_then(|s| s.egress.as_ref()).is_some_and(|rules| {
+                rules.iter().any(|rule| {
+                    rule.ports.iter().flatten().any(|p| {
+                        p.port
+                            == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+                                53,
+                            ))
+                    })
+                })
+            })
+        })
+    };
+    // Without an FQDN-capable CNI, DNS stays open (documented as residual risk).
+    assert!(port_53(&render(&s, &RenderOptions::default()).unwrap()));
+    let opts = RenderOptions { fqdn_policy: FqdnPolicy::Cilium, ..RenderOptions::default() };
+    let r = render(&s, &opts).unwrap();
+    assert!(!port_53(&r), "an open DNS rule would let any name through");
+    let cnp = r.cilium_policy.unwrap();
+    let dns: Vec<_> = cnp["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["toPorts"][0]["rules"]["dns"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert!(!dns.is_empty());
+    assert!(!dns.iter().any(|d| d["matchPattern"] == "*"), "{dns:?}");
+    let mut names: Vec<_> = dns.iter().filter_map(|d| d["matchName"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, vec!["api.weather.gov", "login.example.com"]);
+    // A server that needs no names gets no DNS at all.
+    let mut quiet = example("filesystem-stdio.yaml");
+    quiet.spec.egress.clear();
+    quiet.spec.auth.oidc = None;
+    let cnp = render(&quiet, &opts).unwrap().cilium_policy.unwrap();
+    assert!(!cnp.to_string().contains("\"53\""), "{cnp}");
+}
+
+/// Hole 5 and 2 of the audit: the gateway runs under its own UID, the sandbox's lifetime
+/// limit reaches the bridge, and the server's Secret mounts are off limits to tool arguments.
+#[test]
+fn the_gateway_has_its_own_uid_and_the_bridge_its_limits() {
+    let mut s = example("filesystem-stdio.yaml");
+    s.spec.sandbox.max_lifetime_seconds = Some(3600);
+    s.spec.secret_mounts = vec![
+        serde_json::from_value(serde_json::json!({"secretName": "keys", "mountPath": "/var/keys"}))
+            .unwrap(),
+    ];
+    let r = render(&s, &RenderOptions::default()).unwrap();
+    let pod = r.deployment.spec.unwrap().template.spec.unwrap();
+    let uid_of = |name: &str| {
+        pod.containers
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.security_context.as_ref())
+            .and_then(|sc| sc.run_as_user)
+    };
+    assert_eq!(uid_of("gateway"), Some(palisade_api::GATEWAY_UID));
+    assert_ne!(uid_of("server"), uid_of("gateway"));
+    let server = pod.containers.iter().find(|c| c.name == "server").unwrap();
+    let argv = server.command.clone().unwrap();
+    let dashdash = argv.iter().position(|a| a == "--").unwrap();
+    assert!(argv[..dashdash].contains(&"--max-lifetime=3600".to_string()), "{argv:?}");
+    assert_eq!(r.gateway_config.protected_paths, vec!["/var/keys".to_string()]);
+    assert!(r.gateway_config.audit.head_file.is_some());
+}
+
 #[test]
 fn secret_references_become_read_only_files_the_gateway_config_names() {
     let mut server = example("everything-http.yaml");

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::rules::{policy, server, workload};
+use crate::schema::{CrdSchemas, SchemaError};
 use crate::verdict::Verdict;
 
 /// One YAML document of a file, with the line it starts on.
@@ -307,9 +308,13 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// Reviews every document of `files` (name, content) against `policies`.
+/// Reviews every document of `files` (name, content) against `policies`: the CRDs' own schema
+/// and CEL rules (what the API server refuses before admission), then the admission rules.
 pub fn check(files: &[(String, String)], policies: &[MCPPolicy]) -> Vec<Report> {
     let policy_refs: Vec<&MCPPolicy> = policies.iter().collect();
+    // The schemas are generated from the types compiled into this binary; if they could not
+    // be used, nothing is admitted (fail closed).
+    let schemas = CrdSchemas::new();
     let mut reports = Vec::new();
     for (file, text) in files {
         for doc in split_documents(text) {
@@ -342,9 +347,13 @@ pub fn check(files: &[(String, String)], policies: &[MCPPolicy]) -> Vec<Report> 
                                 .copied()
                                 .filter(|p| policy::selects(p, None))
                                 .collect();
-                            report.verdict = server::review(s, &selecting);
+                            report.verdict = structure(&schemas, |c| c.server(s));
+                            report.verdict.merge(server::review(s, &selecting));
                         }
-                        Object::Policy(p) => report.verdict = policy::review_policy(p),
+                        Object::Policy(p) => {
+                            report.verdict = structure(&schemas, |c| c.policy(p));
+                            report.verdict.merge(policy::review_policy(p));
+                        }
                         Object::Other { kind, .. } => {
                             report.note =
                                 Some(format!("{kind} cannot run an MCP server: not reviewed"))
@@ -374,6 +383,21 @@ pub fn check(files: &[(String, String)], policies: &[MCPPolicy]) -> Vec<Report> 
     reports
 }
 
+/// The CRD's verdict on an object, or a refusal when the schemas cannot be used.
+fn structure(
+    schemas: &Result<CrdSchemas, SchemaError>,
+    f: impl Fn(&CrdSchemas) -> Verdict,
+) -> Verdict {
+    match schemas {
+        Ok(c) => f(c),
+        Err(e) => {
+            let mut v = Verdict::default();
+            v.deny("crd.schema", "<object>", e.to_string());
+            v
+        }
+    }
+}
+
 /// Loads the MCPPolicy objects of a `--policy` file; any other content is an error.
 pub fn load_policies(file: &str, text: &str) -> Result<Vec<MCPPolicy>, String> {
     let mut out = Vec::new();
@@ -381,7 +405,8 @@ pub fn load_policies(file: &str, text: &str) -> Result<Vec<MCPPolicy>, String> {
         match load(&doc) {
             Ok(None) => {}
             Ok(Some(Object::Policy(p))) => {
-                let v = policy::review_policy(&p);
+                let mut v = structure(&CrdSchemas::new(), |c| c.policy(&p));
+                v.merge(policy::review_policy(&p));
                 if !v.allowed() {
                     return Err(format!(
                         "{file}:{}: MCPPolicy {} is invalid: {}",

@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod check;
 pub mod rules;
+pub mod schema;
 pub mod server;
 pub mod tls;
 pub mod verdict;

@@ -15,6 +15,20 @@ fn example(file: &str) -> MCPServer {
     serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The HTTP example signed only by a keyless identity, which the operator cannot verify.
+fn keyless() -> MCPServer {
+    let mut s = example("everything-http.yaml");
+    s.spec.signature = Some(palisade_api::mcpserver::SignatureSpec {
+        keys: vec![],
+        keyless: vec![palisade_api::mcpserver::KeylessIdentity {
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            subject: None,
+            subject_reg_exp: Some("https://github.com/modelcontextprotocol/servers/.*".into()),
+        }],
+    });
+    s
+}
+
 fn policy_named(name: &str, spec: MCPPolicySpec) -> MCPPolicy {
     let mut p = MCPPolicy::new(name, spec);
     p.metadata.name = Some(name.into());
@@ -92,8 +106,10 @@ fn policies_select_namespaces_by_label() {
 
 #[test]
 fn keyless_identities_must_be_trusted_when_the_policy_says_so() {
-    let s = example("everything-http.yaml");
+    let s = keyless();
     let mut spec = MCPPolicySpec::default();
+    // The policy's own key is the trust root the operator verifies with.
+    spec.signature.trusted_keys = vec![TRUSTED_KEY.into()];
     spec.signature.only_trusted = true;
     spec.signature.trusted_identities = vec![palisade_api::mcpserver::KeylessIdentity {
         issuer: "https://token.actions.githubusercontent.com".into(),
@@ -107,6 +123,45 @@ fn keyless_identities_must_be_trusted_when_the_policy_says_so() {
     assert!(server::review(&s, &[&p]).has("policy.signature", "spec.signature.keyless[0]"));
 }
 
+const TRUSTED_KEY: &str =
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----";
+
+/// Hole 1 of the audit: a keyless identity no longer satisfies a required signature unless a
+/// policy supplies a key the operator can verify with, and `onlyTrusted` ignores the keys a
+/// namespace names for itself.
+#[test]
+fn required_signatures_need_a_key_the_operator_can_verify_with() {
+    let mut required = MCPPolicySpec::default();
+    required.signature.required = true;
+    let p = policy_named("required", required.clone());
+    let field = "spec.signature";
+    // Keyless only, no trust root: refused by the baseline (the policy adds its own refusal).
+    let v = server::review(&keyless(), &[&p]);
+    assert!(v.has("baseline.signature", field), "{}", v.message());
+    assert!(v.has("policy.signature", field), "{}", v.message());
+    assert!(server::review(&keyless(), &[]).has("baseline.signature", field));
+    // The policy's trusted key is a trust root for a keyless-only server.
+    required.signature.trusted_keys = vec![TRUSTED_KEY.into()];
+    let with_root = policy_named("required", required);
+    let v = server::review(&keyless(), &[&with_root]);
+    assert!(v.allowed(), "{}", v.message());
+    // The server's own key satisfies a policy that does not insist on its own keys...
+    let keyed = example("everything-http.yaml");
+    assert!(server::review(&keyed, &[&p]).allowed(), "{}", server::review(&keyed, &[&p]).message());
+    // ...but not one that trusts only its own (and lists none usable: only identities).
+    let mut only = MCPPolicySpec::default();
+    only.signature.only_trusted = true;
+    only.signature.trusted_identities = keyless().spec.signature.unwrap().keyless;
+    let only = policy_named("only", only);
+    let v = server::review(&keyed, &[&only]);
+    assert!(v.has("policy.signature", field), "{}", v.message());
+    // Unsigned and not required: runs by digest.
+    let mut unsigned = keyed.clone();
+    unsigned.spec.signature = None;
+    assert!(server::review(&unsigned, &[]).allowed());
+    assert!(server::review(&unsigned, &[&p]).has("policy.signature", field));
+}
+
 #[test]
 fn a_required_sbom_needs_a_key_to_verify_it() {
     let mut spec = MCPPolicySpec::default();
@@ -117,7 +172,7 @@ fn a_required_sbom_needs_a_key_to_verify_it() {
     assert!(keyed.spec.signature.as_ref().is_some_and(|s| !s.keys.is_empty()));
     assert!(server::review(&keyed, &[&p]).allowed(), "{}", server::review(&keyed, &[&p]).message());
     // Keyless only, or unsigned: nothing could verify an attestation.
-    let keyless = example("everything-http.yaml");
+    let keyless = keyless();
     assert!(keyless.spec.signature.as_ref().is_some_and(|s| s.keys.is_empty()));
     assert!(server::review(&keyless, &[&p]).has("policy.sbom", "spec.signature.keys"));
     let mut unsigned = keyed.clone();

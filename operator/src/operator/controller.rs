@@ -22,7 +22,7 @@ use palisade_api::mcpserver::{ImageStatus, MCPServerStatus, SbomStatus};
 use palisade_api::{MCPPolicy, MCPServer};
 use palisade_core::image::ImageRef;
 use palisade_render::{RenderOptions, names};
-use palisade_webhooks::rules::{policy as policy_rules, server as server_rules};
+use palisade_webhooks::rules::{policy as policy_rules, server as server_rules, trust};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -465,7 +465,8 @@ async fn reconcile_inner(
                 let pinned = ImageRef::parse(&server.spec.image)
                     .map(|r| r.with_digest(&digest).to_string())
                     .unwrap_or_default();
-                let v = ctx.verifier.verify(&server, &pinned).await;
+                let sets = trust::requirements(&server, &refs);
+                let v = ctx.verifier.verify(&server, &pinned, &sets).await;
                 let verified_by = match &v {
                     Verification::Verified { by } => Some(by.clone()),
                     _ => None,
@@ -480,6 +481,19 @@ async fn reconcile_inner(
                     blocker = Some(Blocker::ImageNotVerified(format!(
                         "the image signature did not verify: {message}"
                     )));
+                    // An image that no longer verifies (a policy changed, a key was withdrawn)
+                    // stops: a running Deployment is scaled to zero; nothing new is created.
+                    let running =
+                        ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)).is_some();
+                    if running {
+                        let mut stopped = server.clone();
+                        stopped.spec.replicas = 0;
+                        if let Ok((_, hash)) =
+                            apply_children(ctx, &stopped, ns, name, &digest).await?
+                        {
+                            config_hash = Some(hash);
+                        }
+                    }
                 } else {
                     let (sbom, supply_blocker) = supply_chain(ctx, &server, &pinned, &refs).await;
                     sbom_status = sbom;

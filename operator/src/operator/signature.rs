@@ -1,8 +1,9 @@
-//! Cosign signature verification of the pinned image, with the public keys named in
-//! `spec.signature.keys` (Secrets in the server's namespace). Fails closed: no signature, a
-//! signature by another key, an unreadable key or an unreachable signature store all block the
-//! rollout. Keyless identities need the Sigstore trust root (Fulcio, Rekor), which the operator
-//! is not configured with: they are reported as not checked, never as verified.
+//! Cosign signature verification of the pinned image, with the keys of every trust set (the
+//! server's `spec.signature.keys`, Secrets in its namespace, and the selecting policies'
+//! `trustedKeys`, as `palisade_webhooks::rules::trust` decides). Fails closed: no signature, a
+//! signature by another key, an unreadable key, an unreachable signature store, or a set with
+//! no key at all (keyless identities only: the operator has no Sigstore trust root) all block
+//! the rollout.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -20,6 +21,8 @@ use sigstore::crypto::{CosignVerificationKey, SigningScheme};
 use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
 use tracing::{debug, info};
 
+use palisade_webhooks::rules::trust::{self, KeySource, TrustSet};
+
 use super::registry::{Verification, Verifier};
 use super::sbom::{self, Sbom, SbomError};
 
@@ -28,6 +31,10 @@ use super::sbom::{self, Sbom, SbomError};
 const VERIFIED_TTL: Duration = Duration::from_secs(600);
 
 type Cache<T> = Mutex<HashMap<[u8; 32], (T, Instant)>>;
+/// A public key: how it is named, and its PEM.
+type NamedKey = (String, Vec<u8>);
+/// A trust set with its keys read: who requires it, and the keys.
+type ResolvedSet = (String, Vec<NamedKey>);
 
 pub struct Cosign {
     kube: Client,
@@ -52,14 +59,33 @@ fn remember<T>(cache: &Cache<T>, key: [u8; 32], value: T) {
 /// Keyed by what was checked and the key references, so that a verified server's reconciles
 /// read no Secrets; a changed key Secret is seen when the entry expires.
 fn cache_key(image: &str, ns: &str, server: &MCPServer) -> [u8; 32] {
+    let sets =
+        [TrustSet { required_by: trust::Requirer::Server, keys: trust::server_keys(server) }];
+    sets_cache_key(image, ns, &sets)
+}
+
+fn sets_cache_key(image: &str, ns: &str, sets: &[TrustSet]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(image.as_bytes());
     h.update(ns.as_bytes());
-    for k in server.spec.signature.iter().flat_map(|s| &s.keys) {
-        h.update(b"\0");
-        h.update(k.secret_ref.name.as_bytes());
-        h.update(b"\0");
-        h.update(k.secret_ref.key.as_bytes());
+    for set in sets {
+        h.update(b"\x01");
+        h.update(set.required_by.to_string().as_bytes());
+        for k in &set.keys {
+            h.update(b"\0");
+            match k {
+                KeySource::Secret { name, key } => {
+                    h.update(name.as_bytes());
+                    h.update(b"\0");
+                    h.update(key.as_bytes());
+                }
+                KeySource::Policy { policy, index, pem } => {
+                    h.update(policy.as_bytes());
+                    h.update(index.to_string().as_bytes());
+                    h.update(pem.as_bytes());
+                }
+            }
+        }
     }
     h.finalize().into()
 }
@@ -88,55 +114,63 @@ impl Cosign {
         }
     }
 
-    async fn keys(
-        &self,
-        server: &MCPServer,
-        ns: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, Verification> {
-        let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), ns);
-        let mut keys = vec![];
-        for k in server.spec.signature.iter().flat_map(|s| &s.keys) {
-            let r = &k.secret_ref;
-            let name = format!("{ns}/{}[{}]", r.name, r.key);
-            let secret = secrets
-                .get(&r.name)
-                .await
-                .map_err(|e| failed("KeyUnavailable", format!("cosign public key {name}: {e}")))?;
-            let pem =
-                secret.data.and_then(|d| d.get(&r.key).map(|b| b.0.clone())).ok_or_else(|| {
-                    failed(
-                        "KeyUnavailable",
-                        format!("cosign public key {name}: no such key in the Secret"),
-                    )
-                })?;
-            keys.push((name, pem));
+    /// The PEM of one key: a Secret of the namespace, or a policy's inline key.
+    async fn key(&self, source: &KeySource, ns: &str) -> Result<(String, Vec<u8>), Verification> {
+        let name = source.label(ns);
+        match source {
+            KeySource::Policy { pem, .. } => Ok((name, pem.as_bytes().to_vec())),
+            KeySource::Secret { name: secret, key } => {
+                let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), ns);
+                let found = secrets
+                    .get(secret)
+                    .await
+                    .map_err(|e| failed("KeyUnavailable", format!("{name}: {e}")))?;
+                let pem =
+                    found.data.and_then(|d| d.get(key).map(|b| b.0.clone())).ok_or_else(|| {
+                        failed("KeyUnavailable", format!("{name}: no such key in the Secret"))
+                    })?;
+                Ok((name, pem))
+            }
         }
-        Ok(keys)
     }
 
-    async fn check(&self, server: &MCPServer, image: &str) -> Verification {
-        let Some(spec) = &server.spec.signature else {
+    async fn check(&self, server: &MCPServer, image: &str, sets: &[TrustSet]) -> Verification {
+        if sets.is_empty() {
             return Verification::NotChecked {
                 reason: "NotRequested".into(),
-                message: format!("spec.signature is not set: {image} runs by digest, unsigned"),
-            };
-        };
-        if spec.keys.is_empty() {
-            return Verification::NotChecked {
-                reason: "KeylessNotSupported".into(),
-                message: "keyless identities need the Sigstore trust root (Fulcio and Rekor), which this operator is not configured with; add a public key to spec.signature.keys".into(),
+                message: format!(
+                    "neither spec.signature nor a policy asks for a signature: {image} runs by digest, unsigned"
+                ),
             };
         }
+        // A set without keys can never be satisfied: keyless identities only, and no policy
+        // key to verify with. Fail closed before touching the registry.
+        if let Some(empty) = sets.iter().find(|s| s.keys.is_empty()) {
+            return failed(
+                "NoUsableKey",
+                format!(
+                    "{} asks for a verified signature, but names no cosign key the operator can verify with (keyless identities need the Sigstore trust root, Fulcio and Rekor, which this operator is not configured with); add spec.signature.keys or a policy's trustedKeys",
+                    empty.required_by
+                ),
+            );
+        }
         let ns = server.metadata.namespace.clone().unwrap_or_default();
-        let cache_key = cache_key(image, &ns, server);
+        let cache_key = sets_cache_key(image, &ns, sets);
         if let Some(v) = cached(&self.verified, &cache_key) {
             return v;
         }
-        let keys = match self.keys(server, &ns).await {
-            Ok(k) => k,
-            Err(v) => return v,
-        };
-        let v = self.verify_with(image, &keys).await;
+        let mut resolved: Vec<ResolvedSet> = Vec::new();
+        for set in sets {
+            let mut keys = Vec::new();
+            for k in &set.keys {
+                match self.key(k, &ns).await {
+                    Ok(key) => keys.push(key),
+                    Err(v) => return v,
+                }
+            }
+            resolved.push((set.required_by.to_string(), keys));
+        }
+        let v = self.verify_with(image, &resolved).await;
         if matches!(v, Verification::Verified { .. }) {
             remember(&self.verified, cache_key, v.clone());
             info!(image, "image signature verified");
@@ -144,7 +178,8 @@ impl Cosign {
         v
     }
 
-    async fn verify_with(&self, image: &str, keys: &[(String, Vec<u8>)]) -> Verification {
+    /// Verified when every set has a key that verifies one of the image's signatures.
+    async fn verify_with(&self, image: &str, sets: &[ResolvedSet]) -> Verification {
         let reference = match OciReference::from_str(image) {
             Ok(r) => r,
             Err(e) => return failed("InvalidReference", format!("{image}: {e}")),
@@ -171,26 +206,38 @@ impl Cosign {
                 format!("no cosign signature of {image} was found in its registry"),
             );
         }
-        for (name, pem) in keys {
-            let verifier = match PublicKeyVerifier::new(pem, &SigningScheme::default()) {
-                Ok(v) => v,
-                Err(e) => {
-                    return failed("InvalidKey", format!("cosign public key {name}: {e}"));
+        let mut by = Vec::new();
+        for (required_by, keys) in sets {
+            let mut found = None;
+            for (name, pem) in keys {
+                let verifier = match PublicKeyVerifier::new(pem, &SigningScheme::default()) {
+                    Ok(v) => v,
+                    Err(e) => return failed("InvalidKey", format!("{name}: {e}")),
+                };
+                let constraints: Vec<Box<dyn VerificationConstraint>> = vec![Box::new(verifier)];
+                if verify_constraints(&layers, constraints.iter()).is_ok() {
+                    found = Some(name.clone());
+                    break;
                 }
-            };
-            let constraints: Vec<Box<dyn VerificationConstraint>> = vec![Box::new(verifier)];
-            if verify_constraints(&layers, constraints.iter()).is_ok() {
-                return Verification::Verified { by: format!("cosign key {name}") };
+                debug!(image, key = %name, "no signature by this key");
             }
-            debug!(image, key = %name, "no signature by this key");
+            match found {
+                Some(name) if !by.contains(&name) => by.push(name),
+                Some(_) => {}
+                None => {
+                    let names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+                    return failed(
+                        "SignatureMismatch",
+                        format!(
+                            "{} signature(s) of {image} found, none made by a key {required_by} trusts ({})",
+                            layers.len(),
+                            names.join(", ")
+                        ),
+                    );
+                }
+            }
         }
-        failed(
-            "SignatureMismatch",
-            format!(
-                "{} signature(s) of {image} found, none made by a key in spec.signature.keys",
-                layers.len()
-            ),
-        )
+        Verification::Verified { by: by.join(", ") }
     }
 }
 
@@ -202,21 +249,22 @@ impl Cosign {
         if let Some(s) = cached(&self.sboms, &key) {
             return Ok(s);
         }
-        let keys = match self.keys(server, &ns).await {
-            Ok(k) => k,
-            Err(
-                Verification::Failed { message, .. } | Verification::NotChecked { message, .. },
-            ) => {
-                return Err(SbomError::Keys(message));
+        let mut keys = Vec::new();
+        for k in trust::server_keys(server) {
+            match self.key(&k, &ns).await {
+                Ok(key) => keys.push(key),
+                Err(
+                    Verification::Failed { message, .. } | Verification::NotChecked { message, .. },
+                ) => return Err(SbomError::Keys(message)),
+                Err(Verification::Verified { .. }) => {}
             }
-            Err(Verification::Verified { .. }) => vec![],
-        };
+        }
         let keys: Vec<(String, CosignVerificationKey)> = keys
             .iter()
             .map(|(name, pem)| {
                 CosignVerificationKey::from_pem(pem, &SigningScheme::default())
                     .map(|k| (name.clone(), k))
-                    .map_err(|e| SbomError::Keys(format!("cosign public key {name}: {e}")))
+                    .map_err(|e| SbomError::Keys(format!("{name}: {e}")))
             })
             .collect::<Result<_, _>>()?;
         let found = Arc::new(self.fetch_sbom(image, &keys).await?);
@@ -283,8 +331,13 @@ impl Cosign {
 }
 
 impl Verifier for Cosign {
-    fn verify<'a>(&'a self, server: &'a MCPServer, image: &'a str) -> BoxFuture<'a, Verification> {
-        Box::pin(self.check(server, image))
+    fn verify<'a>(
+        &'a self,
+        server: &'a MCPServer,
+        image: &'a str,
+        sets: &'a [TrustSet],
+    ) -> BoxFuture<'a, Verification> {
+        Box::pin(self.check(server, image, sets))
     }
 
     fn sbom<'a>(

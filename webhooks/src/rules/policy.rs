@@ -111,10 +111,15 @@ pub fn review_policy(policy: &MCPPolicy) -> Verdict {
         match net::parse_canonical_cidr(c) {
             Err(e) => v.deny("policy.valid", format!("spec.egress.deniedCidrs[{i}]"), e),
             Ok(n) => {
-                if net::is_unrestricted(&n) && p.egress.allow_unrestricted {
+                if n.prefix_len() == 0 && p.egress.allow_unrestricted {
                     v.deny("policy.contradiction", format!("spec.egress.deniedCidrs[{i}]"), "denies everything while allowUnrestricted permits everything; drop one of them");
                 }
             }
+        }
+    }
+    for (i, host) in p.egress.allowed_internal_hosts.iter().enumerate() {
+        if net::internal_name_reason(&host.to_ascii_lowercase()).is_none() {
+            v.warn(format!("spec.egress.allowedInternalHosts[{i}]: {host} is an ordinary public name; listing it has no effect"));
         }
     }
     for (i, port) in p.egress.allowed_risky_ports.iter().enumerate() {

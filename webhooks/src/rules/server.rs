@@ -4,8 +4,11 @@
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use palisade_api::mcppolicy::MCPPolicy;
-use palisade_api::mcpserver::{EgressPort, KeylessIdentity, MCPServer, PortProtocol};
+use palisade_api::mcpserver::{
+    EgressPort, KeylessIdentity, MCPServer, MCPServerSpec, PortProtocol, Resources,
+};
 use palisade_api::quantity;
 use palisade_core::image::ImageRef;
 use palisade_core::net::{self, DeniedOverlap};
@@ -13,6 +16,7 @@ use palisade_core::policy::{ArgumentRule, FreeText, ToolEffect, UnlistedTools};
 use palisade_core::{revisions, secrets};
 use regex::Regex;
 
+use crate::rules::{argv, trust};
 use crate::verdict::Verdict;
 
 /// Well-known ports of protocols that tool contexts should not speak (exfiltration and
@@ -32,21 +36,96 @@ pub const RISKY_PORTS: &[(u16, u16, &str)] = &[
     (6881, 6889, "BitTorrent"),
 ];
 
-/// Environment variables that inject code into every process (loader and runtime hooks).
-const INJECTION_ENV: &[&str] = &[
+/// Environment variables that inject code into a process or change what it loads: dynamic
+/// loader hooks, runtime start-up hooks (Node, Python, Java, .NET, Perl, Ruby, PHP, Lua, R,
+/// Tcl), shell start-up files, glibc module and locale paths. Checked by word-insensitive
+/// exact name, plus the prefixes in [`INJECTION_PREFIXES`].
+pub const INJECTION_ENV: &[&str] = &[
     "LD_PRELOAD",
     "LD_AUDIT",
     "LD_LIBRARY_PATH",
-    "DYLD_INSERT_LIBRARIES",
+    "LD_ORIGIN_PATH",
+    "LD_PROFILE",
+    "LD_DEBUG_OUTPUT",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    "MALLOC_CHECK_",
     "NODE_OPTIONS",
+    "NODE_PATH",
+    "NODE_REPL_EXTERNAL_MODULE",
+    "NPM_CONFIG_NODE_OPTIONS",
     "PYTHONSTARTUP",
     "PYTHONINSPECT",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONUSERBASE",
+    "PYTHONWARNINGS",
+    "PYTHONBREAKPOINT",
+    "PYTHONEXECUTABLE",
     "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "JAVA_OPTIONS",
+    "CLASSPATH",
+    "DOTNET_STARTUP_HOOKS",
+    "DOTNET_ADDITIONAL_DEPS",
+    "DOTNET_SHARED_STORE",
+    "CORECLR_ENABLE_PROFILING",
+    "CORECLR_PROFILER",
+    "CORECLR_PROFILER_PATH",
+    "COR_ENABLE_PROFILING",
+    "COR_PROFILER",
+    "COR_PROFILER_PATH",
     "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "PERL5DB",
     "RUBYOPT",
+    "RUBYLIB",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "LUA_INIT",
+    "LUA_PATH",
+    "LUA_CPATH",
+    "R_PROFILE",
+    "R_PROFILE_USER",
+    "TCLLIBPATH",
     "BASH_ENV",
     "ENV",
+    "ZDOTDIR",
+    "PROMPT_COMMAND",
+    "PS4",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "IFS",
+    "GIT_SSH_COMMAND",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_EXEC_PATH",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "LESSOPEN",
+    "LESSCLOSE",
 ];
+
+/// Name prefixes of injection variables (`LD_*`, `DYLD_*` on macOS images, `BASH_FUNC_*`
+/// exported shell functions).
+pub const INJECTION_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+
+/// Whether an environment variable name injects code or changes what a process loads.
+pub fn injects_code(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    INJECTION_ENV.contains(&upper.as_str())
+        || INJECTION_PREFIXES.iter().any(|p| upper.starts_with(p))
+}
 
 /// Mount points that would expose or shadow the kernel, devices or Palisade's own files.
 const FORBIDDEN_MOUNT_ROOTS: &[&str] =
@@ -106,17 +185,64 @@ fn under(path: &str, root: &str) -> bool {
     path == root || path.starts_with(&format!("{root}/"))
 }
 
-/// The baseline every MCPServer must meet. `unrestricted_egress_allowed` and
-/// `risky_port_allowed` say whether the selecting policies permit those exceptions.
-pub fn baseline(
-    server: &MCPServer,
-    unrestricted_egress_allowed: bool,
-    risky_port_allowed: &dyn Fn(u16) -> bool,
-) -> Verdict {
+/// What the selecting policies permit beyond the baseline. An exception holds only when every
+/// selecting policy (and at least one) grants it, so the strictest policy wins.
+pub struct Allowances<'a> {
+    policies: &'a [&'a MCPPolicy],
+}
+
+impl<'a> Allowances<'a> {
+    pub fn new(policies: &'a [&'a MCPPolicy]) -> Self {
+        Allowances { policies }
+    }
+
+    fn all(&self, permits: impl Fn(&MCPPolicy) -> bool) -> bool {
+        all_permit(self.policies, permits)
+    }
+
+    pub fn unrestricted_egress(&self) -> bool {
+        self.all(|p| p.spec.egress.allow_unrestricted)
+    }
+
+    pub fn risky_port(&self, port: u16) -> bool {
+        self.all(|p| p.spec.egress.allowed_risky_ports.contains(&port))
+    }
+
+    pub fn internal_host(&self, host: &str) -> bool {
+        self.all(|p| p.spec.egress.allowed_internal_hosts.iter().any(|h| h == host))
+    }
+
+    pub fn policies(&self) -> &[&MCPPolicy] {
+        self.policies
+    }
+}
+
+/// The baseline every MCPServer must meet, whatever the policies say (they can only grant the
+/// exceptions in [`Allowances`]).
+pub fn baseline(server: &MCPServer, allow: &Allowances) -> Verdict {
     let mut v = Verdict::default();
     let spec = &server.spec;
+    image(&mut v, spec);
+    transport(&mut v, spec);
+    command(&mut v, spec);
+    resources(&mut v, spec);
+    identity(&mut v, spec);
+    env(&mut v, spec);
+    mounts(&mut v, spec);
+    protocol(&mut v, spec);
+    authentication(&mut v, spec);
+    authorization(&mut v, spec);
+    tools(&mut v, spec);
+    limits(&mut v, spec);
+    audit(&mut v, spec);
+    signature(&mut v, server, allow);
+    egress(&mut v, spec, allow);
+    ingress(&mut v, spec);
+    v
+}
 
-    // Image: pinned by digest or an immutable-looking tag; never latest or untagged.
+/// Image: pinned by digest or an immutable-looking tag; never latest or untagged.
+fn image(v: &mut Verdict, spec: &MCPServerSpec) {
     match ImageRef::parse(&spec.image) {
         Err(e) => v.deny("baseline.image", "spec.image", format!("{e}")),
         Ok(r) => match (&r.tag, &r.digest) {
@@ -137,8 +263,10 @@ pub fn baseline(
             )),
         },
     }
+}
 
-    // Transport shape (also CEL rules; repeated so `palisade check` gives the same verdict offline).
+/// Transport shape (also CEL rules; repeated so `palisade check` gives the same verdict offline).
+fn transport(v: &mut Verdict, spec: &MCPServerSpec) {
     if spec.transport.is_http() && spec.port.is_none() {
         v.deny(
             "baseline.transport",
@@ -158,90 +286,172 @@ pub fn baseline(
             );
         }
     }
-    if let Some(first) = spec.command.first()
-        && ["sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env", "ash", "zsh", "dash"]
-            .contains(&first.as_str())
-        && spec.command.iter().chain(&spec.args).any(|a| a == "-c")
-    {
+}
+
+/// The argv: no shell (however it is wrapped), no credentials in plaintext.
+fn command(v: &mut Verdict, spec: &MCPServerSpec) {
+    let argv: Vec<String> = spec.command.iter().chain(&spec.args).cloned().collect();
+    argv_rules(v, &argv, spec.command.len(), "spec.command", "spec.args");
+}
+
+/// Shell use and plaintext credentials in an argv made of `command` then `args` (the first
+/// `split` entries are the command). Shared with workload admission.
+pub fn argv_rules(v: &mut Verdict, argv: &[String], split: usize, cmd: &str, args: &str) {
+    let at = |i: usize| {
+        if i < split { format!("{cmd}[{i}]") } else { format!("{args}[{}]", i - split) }
+    };
+    if let Some(why) = argv::shell_use(argv) {
+        let field = if split > 0 { cmd.to_string() } else { args.to_string() };
         v.deny(
             "baseline.noShell",
-            "spec.command",
-            "commands run without a shell; give the server's argv directly instead of sh -c",
+            field,
+            format!("commands run without a shell: {why}; give the server's own argv"),
         );
     }
-
-    // Resources: CPU and memory limits are required; requests may not exceed limits.
-    for res in ["cpu", "memory"] {
-        if !spec.resources.limits.contains_key(res) {
-            v.deny("baseline.resources", format!("spec.resources.limits.{res}"), format!("set a {res} limit (for example cpu: 500m, memory: 256Mi); unbounded servers can starve the node"));
+    for i in 0..argv.len() {
+        if let Some(why) = secrets::argument_credential(argv, i) {
+            v.deny("baseline.plaintextSecret", at(i), format!("{why} is a credential in plaintext (visible in the pod spec and process list); pass it in a Secret through valueFrom.secretKeyRef or secretMounts"));
         }
     }
-    for (kind, map) in [("limits", &spec.resources.limits), ("requests", &spec.resources.requests)]
-    {
-        for (res, q) in map {
-            if let Err(e) = quantity::parse_quantity(q) {
-                v.deny("baseline.resources", format!("spec.resources.{kind}.{res}"), e.to_string());
+}
+
+/// A quantity that is a usable limit: parseable and above zero (zero means "no limit" to
+/// Kubernetes).
+fn positive_limit(v: &mut Verdict, field: String, q: &Quantity) {
+    match quantity::parse_quantity(q) {
+        Err(e) => v.deny("baseline.resources", field, e.to_string()),
+        Ok(x) if x <= 0.0 => v.deny(
+            "baseline.resources",
+            field,
+            format!("{} is not a limit (zero or less means unlimited); set a positive value", q.0),
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// CPU and memory limits of one container's resources, requests not above limits.
+fn container_resources(v: &mut Verdict, r: &Resources, prefix: &str, what: &str) {
+    for res in ["cpu", "memory"] {
+        if !r.limits.contains_key(res) {
+            v.deny("baseline.resources", format!("{prefix}.limits.{res}"), format!("set a {res} limit for {what} (for example cpu: 500m, memory: 256Mi); unbounded containers can starve the node"));
+        }
+    }
+    for (res, q) in &r.limits {
+        positive_limit(v, format!("{prefix}.limits.{res}"), q);
+    }
+    for (res, q) in &r.requests {
+        match quantity::parse_quantity(q) {
+            Err(e) => {
+                v.deny("baseline.resources", format!("{prefix}.requests.{res}"), e.to_string())
+            }
+            Ok(x) if x < 0.0 => v.deny(
+                "baseline.resources",
+                format!("{prefix}.requests.{res}"),
+                "requests cannot be negative",
+            ),
+            Ok(req) => {
+                if let Some(lim) = r.limits.get(res)
+                    && quantity::parse_quantity(lim).is_ok_and(|l| req > l)
+                {
+                    v.deny(
+                        "baseline.resources",
+                        format!("{prefix}.requests.{res}"),
+                        format!("request {} exceeds limit {}", q.0, lim.0),
+                    );
+                }
             }
         }
     }
-    for (res, req) in &spec.resources.requests {
-        if let (Some(lim), Ok(r)) = (spec.resources.limits.get(res), quantity::parse_quantity(req))
-            && quantity::parse_quantity(lim).is_ok_and(|l| r > l)
-        {
-            v.deny(
-                "baseline.resources",
-                format!("spec.resources.requests.{res}"),
-                format!("request {} exceeds limit {}", req.0, lim.0),
-            );
-        }
+}
+
+/// Resources: CPU and memory limits are required for the server (and for the gateway when the
+/// spec sets them); scratch sizes are quantities.
+fn resources(v: &mut Verdict, spec: &MCPServerSpec) {
+    container_resources(v, &spec.resources, "spec.resources", "the server");
+    if let Some(gw) = &spec.gateway.resources {
+        container_resources(v, gw, "spec.gateway.resources", "the gateway");
     }
     for (i, s) in spec.scratch.iter().enumerate() {
-        if let Err(e) = quantity::parse_quantity(&s.size_limit) {
-            v.deny("baseline.resources", format!("spec.scratch[{i}].sizeLimit"), e.to_string());
-        }
+        positive_limit(v, format!("spec.scratch[{i}].sizeLimit"), &s.size_limit);
     }
     if spec.replicas == 0 {
         v.warn("spec.replicas is 0: the server is declared but not running");
     }
-    if spec.run_as_user == Some(0) {
-        v.deny(
+}
+
+/// The server's UID: not root, and not the gateway's (so the server cannot read the gateway's
+/// files or signal it).
+fn identity(v: &mut Verdict, spec: &MCPServerSpec) {
+    match spec.run_as_user {
+        Some(0) => v.deny(
             "baseline.nonRoot",
             "spec.runAsUser",
             "UID 0 is root; use a non-zero UID such as 65532",
-        );
+        ),
+        Some(uid) if uid == palisade_api::GATEWAY_UID => v.deny(
+            "baseline.nonRoot",
+            "spec.runAsUser",
+            format!("UID {uid} is the gateway's; the server runs under another UID so that it cannot touch the gateway's files or processes"),
+        ),
+        _ => {}
     }
+}
 
-    // Env: no credentials in plaintext, no code-injection hooks.
+/// Env: no credentials in plaintext (values, URLs, ConfigMaps), no code-injection hooks.
+fn env(v: &mut Verdict, spec: &MCPServerSpec) {
+    let mut names = BTreeSet::new();
     for (i, e) in spec.env.iter().enumerate() {
         let field = format!("spec.env[{i}]");
-        if INJECTION_ENV.contains(&e.name.as_str()) || e.name.starts_with("DYLD_") {
+        if injects_code(&e.name) {
             v.deny(
                 "baseline.envInjection",
                 format!("{field}.name"),
-                format!("{} injects code into the server process; remove it", e.name),
+                format!("{} injects code into the server process (a loader or runtime start-up hook); remove it", e.name),
             );
         }
-        if let Some(value) = &e.value {
-            let by_name = secrets::name_looks_secret(&e.name) && !value.trim().is_empty();
-            let by_value = secrets::value_looks_secret(value);
-            if by_name || by_value.is_some() {
-                let what = by_value.map(|k| format!(" ({})", k.as_str())).unwrap_or_default();
-                v.deny("baseline.plaintextSecret", format!("{field}.value"), format!("{} holds what looks like a credential{what} in plaintext; store it in a Secret and use valueFrom.secretKeyRef or secretMounts", e.name));
-            }
+        if let Some(value) = &e.value
+            && let Some(why) = plaintext_env(&e.name, value)
+        {
+            v.deny("baseline.plaintextSecret", format!("{field}.value"), format!("{} holds {why} in plaintext; store it in a Secret and use valueFrom.secretKeyRef or secretMounts", e.name));
         }
-    }
-    let mut names = BTreeSet::new();
-    for (i, e) in spec.env.iter().enumerate() {
+        if e.value_from.as_ref().is_some_and(|f| f.config_map_key_ref.is_some())
+            && secrets::name_looks_secret(&e.name)
+        {
+            v.deny("baseline.plaintextSecret", format!("{field}.valueFrom.configMapKeyRef"), format!("{} is a credential, and ConfigMaps are plaintext and readable by anyone who can read the namespace's configuration; use valueFrom.secretKeyRef", e.name));
+        }
         if !names.insert(e.name.as_str()) {
             v.deny(
                 "baseline.duplicate",
-                format!("spec.env[{i}].name"),
+                format!("{field}.name"),
                 format!("{} is set twice", e.name),
             );
         }
     }
+    for (i, name) in spec.sandbox.env_allow.iter().enumerate() {
+        if injects_code(name) {
+            v.deny(
+                "baseline.envInjection",
+                format!("spec.sandbox.envAllow[{i}]"),
+                format!("{name} injects code into the server process; it may not pass the bridge"),
+            );
+        }
+    }
+}
 
-    // Mounts: only declared scratch directories are writable; nothing shadows the kernel or Palisade.
+/// Why an environment variable's literal value is a credential, if it is.
+pub fn plaintext_env(name: &str, value: &str) -> Option<String> {
+    if let Some(kind) = secrets::value_looks_secret(value) {
+        return Some(format!("what looks like a credential ({})", kind.as_str()));
+    }
+    if secrets::url_has_credentials(value) {
+        return Some("a URL with a password in it".into());
+    }
+    (secrets::name_looks_secret(name) && !value.trim().is_empty())
+        .then(|| "a value its name says is a credential".into())
+}
+
+/// Mounts: only declared scratch directories are writable; nothing shadows the kernel or Palisade.
+fn mounts(v: &mut Verdict, spec: &MCPServerSpec) {
     let mut mounts: Vec<(String, String)> = Vec::new();
     for (i, s) in spec.scratch.iter().enumerate() {
         mounts.push((format!("spec.scratch[{i}].path"), s.path.clone()));
@@ -262,8 +472,10 @@ pub fn baseline(
             }
         }
     }
+}
 
-    // Protocol revisions.
+/// Protocol revisions.
+fn protocol(v: &mut Verdict, spec: &MCPServerSpec) {
     for (i, rev) in spec.protocol.versions.iter().enumerate() {
         if !revisions::is_known(rev) {
             v.deny(
@@ -289,16 +501,33 @@ pub fn baseline(
             format!("unknown MCP revision {up:?}; supported: {}", revisions::KNOWN.join(", ")),
         );
     }
+}
 
-    // Authentication.
+/// The host of an `https://` URL, lower case, without port or credentials.
+fn https_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = if host.starts_with('[') {
+        host.split(']').next().map(|h| format!("{h}]"))?
+    } else {
+        host.split(':').next()?.to_string()
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Authentication.
+fn authentication(v: &mut Verdict, spec: &MCPServerSpec) {
     if let Some(oidc) = &spec.auth.oidc {
         if !oidc.issuer.starts_with("https://") {
             v.deny("baseline.auth", "spec.auth.oidc.issuer", "the issuer must be an https URL");
         }
-        if let Some(j) = &oidc.jwks_uri
-            && !j.starts_with("https://")
-        {
-            v.deny("baseline.auth", "spec.auth.oidc.jwksUri", "the JWKS URI must be https");
+        if let Some(j) = &oidc.jwks_uri {
+            if !j.starts_with("https://") {
+                v.deny("baseline.auth", "spec.auth.oidc.jwksUri", "the JWKS URI must be https");
+            } else if https_host(j) != https_host(&oidc.issuer) {
+                v.deny("baseline.auth", "spec.auth.oidc.jwksUri", format!("the JWKS URI is on {}, not on the issuer's host {}: whoever holds that host could mint tokens the gateway accepts; remove jwksUri (the gateway reads jwks_uri from the issuer's discovery document) or name a location on the issuer's host", https_host(j).unwrap_or_default(), https_host(&oidc.issuer).unwrap_or_default()));
+            }
         }
         if oidc.audience.trim().is_empty() {
             v.deny("baseline.auth", "spec.auth.oidc.audience", "set the gateway's resource URI as audience; tokens for other audiences are refused");
@@ -319,8 +548,10 @@ pub fn baseline(
     {
         v.deny("baseline.auth", "spec.auth.mode", "AllOf needs both oidc and mtls configured");
     }
+}
 
-    // Authorization and tools.
+/// Roles.
+fn authorization(v: &mut Verdict, spec: &MCPServerSpec) {
     let mut role_names = BTreeSet::new();
     for (i, r) in spec.authorization.roles.iter().enumerate() {
         if !role_names.insert(r.name.as_str()) {
@@ -345,8 +576,14 @@ pub fn baseline(
             "spec.authorization.roles is empty: every request will be refused (deny by default)",
         );
     }
+}
+
+/// Tools: unique, destructive ones approved, argument rules well-formed.
+fn tools(v: &mut Verdict, spec: &MCPServerSpec) {
     let mut tool_names = BTreeSet::new();
     let mut needs_approver = false;
+    let secret_dirs: Vec<String> =
+        spec.secret_mounts.iter().filter_map(|m| normalize_abs_path(&m.mount_path)).collect();
     for (i, t) in spec.tools.iter().enumerate() {
         let field = format!("spec.tools[{i}]");
         if !tool_names.insert(t.name.as_str()) {
@@ -368,7 +605,7 @@ pub fn baseline(
         }
         needs_approver |= t.approval_required();
         for (j, a) in t.arguments.iter().enumerate() {
-            argument_rule(&mut v, a, &format!("{field}.arguments[{j}]"));
+            argument_rule(v, a, &format!("{field}.arguments[{j}]"), &secret_dirs);
         }
     }
     if spec.tool_defaults.unlisted == UnlistedTools::RequireApproval {
@@ -377,8 +614,10 @@ pub fn baseline(
     if needs_approver && !spec.authorization.roles.iter().any(|r| r.approver) {
         v.warn("some tools require approval but no role has approver: true, so no call of them can ever run");
     }
+}
 
-    // Limits that contradict each other.
+/// Limits that contradict each other.
+fn limits(v: &mut Verdict, spec: &MCPServerSpec) {
     let l = &spec.limits;
     if l.max_in_flight_per_session > l.max_in_flight {
         v.deny(
@@ -387,8 +626,10 @@ pub fn baseline(
             "cannot exceed spec.limits.maxInFlight",
         );
     }
+}
 
-    // Audit cannot be switched off.
+/// Audit cannot be switched off.
+fn audit(v: &mut Verdict, spec: &MCPServerSpec) {
     if !spec.audit.enabled {
         v.deny(
             "baseline.audit",
@@ -396,40 +637,43 @@ pub fn baseline(
             "audit records of every call are mandatory; remove enabled: false",
         );
     }
+}
 
-    // Signature identities must be usable.
-    if let Some(sig) = &spec.signature {
-        for (i, k) in sig.keyless.iter().enumerate() {
-            if let Some(re) = &k.subject_reg_exp
-                && let Err(e) = Regex::new(re)
-            {
-                v.deny(
-                    "baseline.signature",
-                    format!("spec.signature.keyless[{i}].subjectRegExp"),
-                    format!("not a valid regular expression: {e}"),
-                );
-            }
+/// Signature identities must be usable, and a requested signature must be verifiable.
+fn signature(v: &mut Verdict, server: &MCPServer, allow: &Allowances) {
+    let Some(sig) = &server.spec.signature else { return };
+    for (i, k) in sig.keyless.iter().enumerate() {
+        if let Some(re) = &k.subject_reg_exp
+            && let Err(e) = Regex::new(re)
+        {
+            v.deny(
+                "baseline.signature",
+                format!("spec.signature.keyless[{i}].subjectRegExp"),
+                format!("not a valid regular expression: {e}"),
+            );
         }
     }
+    if trust::server_set(server, allow.policies()).is_some_and(|set| set.keys.is_empty()) {
+        v.deny("baseline.signature", "spec.signature", "only keyless identities are named, and the operator cannot verify them (it has no Sigstore trust root, Fulcio and Rekor); an image it cannot verify never runs: add the cosign public key to spec.signature.keys, or have an MCPPolicy list trustedKeys");
+    }
+}
 
-    // Network: egress allowlist and ingress peers.
-    let denied = net::always_denied();
+/// Network: egress allowlist.
+fn egress(v: &mut Verdict, spec: &MCPServerSpec, allow: &Allowances) {
+    let denied = net::always_denied_everywhere();
+    let mut allowed = Vec::new();
     for (i, rule) in spec.egress.iter().enumerate() {
         let field = format!("spec.egress[{i}]");
         if rule.cidr.is_some() == rule.host.is_some() {
             v.deny("baseline.egress", field.clone(), "set exactly one of cidr or host");
         }
-        if let Some(cidr) = &rule.cidr {
-            egress_cidr(
-                &mut v,
-                cidr,
-                &format!("{field}.cidr"),
-                &denied,
-                unrestricted_egress_allowed,
-            );
+        if let Some(cidr) = &rule.cidr
+            && let Some(n) = egress_cidr(v, cidr, &format!("{field}.cidr"), &denied)
+        {
+            allowed.push((format!("{field}.cidr"), n));
         }
         if let Some(host) = &rule.host {
-            egress_host(&mut v, host, &format!("{field}.host"));
+            egress_host(v, host, &format!("{field}.host"), allow);
         }
         if rule.ports.is_empty() {
             v.deny(
@@ -447,7 +691,7 @@ pub fn baseline(
                 );
             }
             for (port, proto) in risky_ports_in(p) {
-                if !risky_port_allowed(port) {
+                if !allow.risky_port(port) {
                     v.deny("baseline.riskyPort", format!("{field}.ports[{j}]"), format!("port {port} ({proto}) is blocked for MCP servers; an MCPPolicy must list it in egress.allowedRiskyPorts"));
                 }
             }
@@ -456,6 +700,31 @@ pub fn baseline(
             }
         }
     }
+    // "The whole internet" is what the rules reach together, not one prefix length.
+    let nets: Vec<IpNet> = allowed.iter().map(|(_, n)| *n).collect();
+    let reach = net::coverage(&nets);
+    if reach.is_broad() {
+        // Name the rule that is broad by itself, else the last one that made the set broad.
+        let field = allowed
+            .iter()
+            .find(|(_, n)| net::coverage(std::slice::from_ref(n)).is_broad())
+            .or(allowed.last())
+            .map(|(f, _)| f.clone())
+            .unwrap_or_else(|| "spec.egress".into());
+        let cidrs: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        if !allow.unrestricted_egress() {
+            v.deny("baseline.unrestrictedEgress", field, format!("the egress CIDRs together ({}) reach more than a /8 of IPv4 or a /16 of IPv6, which is the internet; list the destinations the server needs, or have an MCPPolicy set egress.allowUnrestricted", cidrs.join(", ")));
+        } else {
+            v.warn(format!(
+                "{field}: broad egress ({}) is allowed by policy; metadata and link-local ranges stay excluded",
+                cidrs.join(", ")
+            ));
+        }
+    }
+}
+
+fn ingress(v: &mut Verdict, spec: &MCPServerSpec) {
+    let denied = net::always_denied_everywhere();
     for (i, peer) in spec.ingress.iter().enumerate() {
         if let Some(cidr) = &peer.cidr {
             match net::parse_canonical_cidr(cidr) {
@@ -478,32 +747,31 @@ pub fn baseline(
     if spec.ingress.is_empty() {
         v.warn("spec.ingress is empty: no client can reach the gateway until you allow peers");
     }
-    v
 }
 
-fn egress_cidr(v: &mut Verdict, cidr: &str, field: &str, denied: &[IpNet], unrestricted_ok: bool) {
+fn egress_cidr(v: &mut Verdict, cidr: &str, field: &str, denied: &[IpNet]) -> Option<IpNet> {
     let net = match net::parse_canonical_cidr(cidr) {
         Ok(n) => n,
-        Err(e) => return v.deny("baseline.egress", field, e),
+        Err(e) => {
+            v.deny("baseline.egress", field, e);
+            return None;
+        }
     };
+    let mut inside = false;
     for overlap in net::denied_overlaps(&net, denied) {
         if let DeniedOverlap::Inside(d) = overlap {
-            v.deny("baseline.metadataEgress", field, format!("{cidr} lies within {d} (cloud metadata / link-local), which is always denied; remove it"));
+            inside = true;
+            v.deny("baseline.metadataEgress", field, format!("{cidr} lies within {d} (cloud metadata / link-local, in one of its IPv4 or IPv6 spellings), which is always denied; remove it"));
         }
     }
-    if net::is_unrestricted(&net) {
-        if !unrestricted_ok {
-            v.deny("baseline.unrestrictedEgress", field, format!("{cidr} allows the whole internet; list the destinations the server needs, or have an MCPPolicy set egress.allowUnrestricted"));
-        } else {
-            v.warn(format!(
-                "{field}: {cidr} is allowed by policy; metadata and link-local ranges stay excluded"
-            ));
-        }
-    }
+    (!inside).then_some(net)
 }
 
-fn egress_host(v: &mut Verdict, host: &str, field: &str) {
-    if host.parse::<std::net::IpAddr>().is_ok() {
+fn egress_host(v: &mut Verdict, host: &str, field: &str, allow: &Allowances) {
+    let lower = host.to_ascii_lowercase();
+    if lower.trim_start_matches("*.").parse::<std::net::IpAddr>().is_ok()
+        || spells_ipv4(lower.trim_start_matches("*."))
+    {
         v.deny(
             "baseline.egress",
             field,
@@ -511,25 +779,58 @@ fn egress_host(v: &mut Verdict, host: &str, field: &str) {
         );
         return;
     }
-    let bare = host.trim_start_matches("*.");
+    let bare = lower.trim_start_matches("*.");
     if bare == "metadata.google.internal"
         || bare == "metadata"
         || bare.ends_with(".internal") && bare.starts_with("metadata")
     {
         v.deny("baseline.metadataEgress", field, "cloud metadata hosts are always denied");
+        return;
     }
-    if bare.ends_with(".svc") || bare.contains(".svc.") {
-        v.warn(format!("{field}: in-cluster service names resolve to cluster IPs; use a cidr or ingress rules of the target"));
+    if let Some(why) = net::internal_name_reason(&lower)
+        && !allow.internal_host(host)
+    {
+        v.deny("baseline.internalHost", field, format!("{host} is {why}, so it can resolve inside the cluster or to private and metadata addresses; name a public DNS name, or have every MCPPolicy selecting the namespace list it in egress.allowedInternalHosts"));
     }
 }
 
-fn argument_rule(v: &mut Verdict, a: &ArgumentRule, field: &str) {
-    if a.name.starts_with('/') && a.name.contains("//") {
-        v.deny(
-            "baseline.toolArguments",
-            format!("{field}.name"),
-            "JSON pointer has an empty segment",
-        );
+/// Whether a host name is an IPv4 address in one of the spellings resolvers accept
+/// (`2852039166`, `0xa9fea9fe`, `0251.0376.0251.0376`, `169.254.43518`).
+fn spells_ipv4(host: &str) -> bool {
+    let parts: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    !parts.is_empty()
+        && parts.len() <= 4
+        && parts.iter().all(|p| {
+            let hex = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X"));
+            match hex {
+                Some(h) => h.bytes().all(|b| b.is_ascii_hexdigit()),
+                None => !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()),
+            }
+        })
+}
+
+/// Whether an argument rule's name is a plain name or a well-formed JSON pointer (segments may
+/// be `*`).
+fn argument_name_ok(name: &str) -> Result<(), &'static str> {
+    let Some(pointer) = name.strip_prefix('/') else { return Ok(()) };
+    if pointer.split('/').any(str::is_empty) {
+        return Err("JSON pointer has an empty segment");
+    }
+    let mut chars = pointer.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err("JSON pointer has a ~ that is not ~0 or ~1");
+        }
+    }
+    if pointer.split('/').next() == Some("*") {
+        return Err("the first segment names the argument; it cannot be *");
+    }
+    Ok(())
+}
+
+fn argument_rule(v: &mut Verdict, a: &ArgumentRule, field: &str, secret_dirs: &[String]) {
+    if let Err(why) = argument_name_ok(&a.name) {
+        v.deny("baseline.toolArguments", format!("{field}.name"), why);
     }
     if let Some(p) = &a.pattern
         && let Err(e) = Regex::new(p)
@@ -542,7 +843,11 @@ fn argument_rule(v: &mut Verdict, a: &ArgumentRule, field: &str) {
     }
     for (i, root) in a.path_roots.iter().enumerate() {
         match normalize_abs_path(root) {
-            Some(n) if n == *root || format!("{n}/") == *root => {}
+            Some(n) if n == *root || format!("{n}/") == *root => {
+                if let Some(d) = secret_dirs.iter().find(|d| under(&n, d)) {
+                    v.deny("baseline.toolArguments", format!("{field}.pathRoots[{i}]"), format!("{n} lies inside the Secret mounted at {d}; a tool may never be pointed at credentials"));
+                }
+            }
             Some(n) => v.deny(
                 "baseline.toolArguments",
                 format!("{field}.pathRoots[{i}]"),
@@ -555,7 +860,7 @@ fn argument_rule(v: &mut Verdict, a: &ArgumentRule, field: &str) {
             ),
         }
         if root == "/" {
-            v.warn(format!("{field}.pathRoots[{i}]: / allows every path"));
+            v.warn(format!("{field}.pathRoots[{i}]: / allows every path (Secrets and Palisade's own files stay refused)"));
         }
     }
     if let Some(url) = &a.url {
@@ -587,12 +892,7 @@ fn argument_rule(v: &mut Verdict, a: &ArgumentRule, field: &str) {
     {
         v.deny("baseline.toolArguments", format!("{field}.minimum"), "minimum exceeds maximum");
     }
-    if a.free_text == FreeText::Refuse
-        && a.pattern.is_none()
-        && a.one_of.is_empty()
-        && a.path_roots.is_empty()
-        && a.url.is_none()
-    {
+    if a.free_text == FreeText::Refuse && !a.pins_values() {
         v.deny(
             "baseline.toolArguments",
             format!("{field}.freeText"),
@@ -641,20 +941,47 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
         v.deny("policy.digest", "spec.image", "this namespace requires images pinned by digest: use repo@sha256:<digest> (crane digest <image> prints it)");
     }
 
-    match &spec.signature {
-        None if p.signature.required => v.deny("policy.signature", "spec.signature", "images must be signed: name the cosign public key (keys[].secretRef) or keyless identity that signed it"),
-        Some(sig) if p.signature.only_trusted => {
-            for (i, id) in sig.keyless.iter().enumerate() {
-                if !identity_trusted(id, &p.signature.trusted_identities) {
-                    v.deny("policy.signature", format!("spec.signature.keyless[{i}]"), format!("identity {} / {} is not among the policy's trustedIdentities", id.issuer, id.subject.as_deref().or(id.subject_reg_exp.as_deref()).unwrap_or("?")));
-                }
+    if spec.signature.is_none() && p.signature.required {
+        v.deny(
+            "policy.signature",
+            "spec.signature",
+            "images must be signed: name the cosign public key (keys[].secretRef) that signed it",
+        );
+    }
+    if let Some(sig) = &spec.signature
+        && p.signature.only_trusted
+    {
+        for (i, id) in sig.keyless.iter().enumerate() {
+            if !identity_trusted(id, &p.signature.trusted_identities) {
+                v.deny(
+                    "policy.signature",
+                    format!("spec.signature.keyless[{i}]"),
+                    format!(
+                        "identity {} / {} is not among the policy's trustedIdentities",
+                        id.issuer,
+                        id.subject.as_deref().or(id.subject_reg_exp.as_deref()).unwrap_or("?")
+                    ),
+                );
             }
         }
-        _ => {}
+    }
+    if spec.signature.is_some()
+        && let Some(set) = trust::policy_set(server, policy)
+        && set.keys.is_empty()
+    {
+        let why = if p.signature.only_trusted {
+            "this namespace trusts only the policy's own keys (onlyTrusted), and the policy lists no trustedKeys the operator could verify with"
+        } else {
+            "this namespace requires verified signatures, and the server names no cosign key (keyless identities cannot be verified by the operator) while the policy lists no trustedKeys"
+        };
+        v.deny("policy.signature", "spec.signature", format!("{why}; an image that cannot be verified never runs: add spec.signature.keys, or trustedKeys to the policy"));
     }
     // SBOM attestations are verified with the server's own keys; keyless cannot be checked.
     if p.supply_chain.require_sbom && spec.signature.as_ref().is_none_or(|s| s.keys.is_empty()) {
         v.deny("policy.sbom", "spec.signature.keys", "this namespace requires a signed SBOM: name the cosign public key (keys[].secretRef) that signed the image's SBOM attestation (cosign attest --type cyclonedx --key ...)");
+    }
+    if p.audit.require_signing_key && spec.audit.signing_key_secret_ref.is_none() {
+        v.deny("policy.auditSigning", "spec.audit.signingKeySecretRef", "this namespace requires signed audit checkpoints: name an Ed25519 private key (PKCS#8 PEM) in a Secret; without it anyone who can edit the log can recompute the hash chain");
     }
 
     if !p.allowed_transports.is_empty() && !p.allowed_transports.contains(&spec.transport) {
@@ -714,21 +1041,33 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
 
     for (res, max) in &p.resources.max_limits {
         let Ok(max_v) = quantity::parse_quantity(max) else { continue };
-        match spec.resources.limits.get(res) {
-            None => v.deny(
-                "policy.resources",
-                format!("spec.resources.limits.{res}"),
-                format!("set a {res} limit of at most {}", max.0),
-            ),
-            Some(q) => {
-                if quantity::parse_quantity(q).is_ok_and(|x| x > max_v) {
-                    v.deny(
-                        "policy.resources",
-                        format!("spec.resources.limits.{res}"),
-                        format!("{} exceeds the maximum {} allowed here", q.0, max.0),
-                    );
+        let mut containers = vec![("spec.resources", Some(&spec.resources), "the server")];
+        containers.push(("spec.gateway.resources", spec.gateway.resources.as_ref(), "the gateway"));
+        for (prefix, r, what) in containers {
+            match r.and_then(|r| r.limits.get(res)) {
+                // The gateway's defaults (500m / 128Mi) are checked by the operator's render.
+                None if r.is_none() => {}
+                None => v.deny(
+                    "policy.resources",
+                    format!("{prefix}.limits.{res}"),
+                    format!("set a {res} limit of at most {} for {what}", max.0),
+                ),
+                Some(q) => {
+                    if quantity::parse_quantity(q).is_ok_and(|x| x > max_v) {
+                        v.deny(
+                            "policy.resources",
+                            format!("{prefix}.limits.{res}"),
+                            format!("{} exceeds the maximum {} allowed here", q.0, max.0),
+                        );
+                    }
                 }
             }
+        }
+        if spec.gateway.resources.is_none()
+            && let Some(default) = default_gateway_limit(res)
+            && default > max_v
+        {
+            v.deny("policy.resources", "spec.gateway.resources", format!("the gateway's default {res} limit exceeds the maximum {} allowed here; set spec.gateway.resources", max.0));
         }
     }
     if let Some(max) = p.resources.max_replicas
@@ -741,13 +1080,19 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
         );
     }
 
-    let denied: Vec<IpNet> = p.egress.denied_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    let denied_nets: Vec<IpNet> =
+        p.egress.denied_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    let denied = net::in_every_family(&denied_nets);
     for (i, rule) in spec.egress.iter().enumerate() {
-        if let Some(Ok(net)) = rule.cidr.as_deref().map(net::parse_canonical_cidr) {
-            for d in &denied {
-                if d.contains(&net) || net.contains(d) {
-                    v.deny("policy.deniedCidr", format!("spec.egress[{i}].cidr"), format!("overlaps {d}, which this cluster denies; allow a range that excludes it"));
-                }
+        if let Some(Ok(n)) = rule.cidr.as_deref().map(net::parse_canonical_cidr) {
+            let mut hit: Vec<String> = denied
+                .iter()
+                .filter(|d| d.contains(&n) || n.contains(*d))
+                .map(|d| d.to_string())
+                .collect();
+            hit.dedup();
+            if !hit.is_empty() {
+                v.deny("policy.deniedCidr", format!("spec.egress[{i}].cidr"), format!("overlaps {}, which this cluster denies (in one of its IPv4 or IPv6 spellings); allow a range that excludes it", hit.join(", ")));
             }
         }
         if rule.host.is_some() && p.egress.deny_host_rules {
@@ -781,6 +1126,16 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
     v
 }
 
+/// The gateway container's default limits (rendered when `spec.gateway.resources` is unset).
+pub const GATEWAY_DEFAULT_LIMITS: &[(&str, &str)] = &[("cpu", "500m"), ("memory", "128Mi")];
+
+fn default_gateway_limit(res: &str) -> Option<f64> {
+    GATEWAY_DEFAULT_LIMITS
+        .iter()
+        .find(|(r, _)| *r == res)
+        .and_then(|(_, q)| quantity::parse(q).ok())
+}
+
 /// Whether every selecting policy (and at least one) permits an exception.
 pub fn all_permit(policies: &[&MCPPolicy], permits: impl Fn(&MCPPolicy) -> bool) -> bool {
     !policies.is_empty() && policies.iter().all(|p| permits(p))
@@ -788,10 +1143,7 @@ pub fn all_permit(policies: &[&MCPPolicy], permits: impl Fn(&MCPPolicy) -> bool)
 
 /// The full review: baseline plus every selecting policy.
 pub fn review(server: &MCPServer, policies: &[&MCPPolicy]) -> Verdict {
-    let unrestricted = all_permit(policies, |p| p.spec.egress.allow_unrestricted);
-    let risky =
-        |port: u16| all_permit(policies, |p| p.spec.egress.allowed_risky_ports.contains(&port));
-    let mut v = baseline(server, unrestricted, &risky);
+    let mut v = baseline(server, &Allowances::new(policies));
     for p in policies {
         let name = p.metadata.name.clone().unwrap_or_default();
         v.merge_from_policy(policy_rules(server, p), &name);

@@ -10,7 +10,7 @@ use palisade_api::MCP_SERVER_LABEL;
 use palisade_core::image::ImageRef;
 use serde_json::Value;
 
-use crate::rules::pss;
+use crate::rules::{pss, server};
 use crate::verdict::Verdict;
 
 /// Kinds that carry a pod template, and where it is.
@@ -89,6 +89,7 @@ pub fn review_workload(obj: &Value, kind: &str, expect: &Expectations) -> Option
         .and_then(|a| serde_json::from_value(a.clone()).ok());
 
     v.merge(pss::check_pod_spec(&spec, annotations.as_ref(), &spec_path));
+    v.merge(beyond_pss(&spec, &spec_path));
 
     let mut has_gateway = false;
     let all = spec
@@ -141,4 +142,76 @@ pub fn review_workload(obj: &Value, kind: &str, expect: &Expectations) -> Option
         v.deny("workload.gateway", format!("{spec_path}.containers"), "MCP servers run behind the Palisade gateway: create an MCPServer instead of a hand-made workload");
     }
     Some(v)
+}
+
+/// What an MCPServer may not do, applied to the containers of a hand-made workload too:
+/// shells and inline code, plaintext credentials in argv and env, code-injection variables;
+/// and what would open the pod to other processes or the API: a projected ServiceAccount
+/// token, a shared process namespace, ephemeral (debug) containers.
+pub fn beyond_pss(spec: &PodSpec, prefix: &str) -> Verdict {
+    let mut v = Verdict::default();
+    let lists = [
+        ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
+        ("containers", spec.containers.as_slice()),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            let at = format!("{prefix}.{list}[{i}]");
+            let command = c.command.clone().unwrap_or_default();
+            let mut argv = command.clone();
+            argv.extend(c.args.clone().unwrap_or_default());
+            // An image entrypoint (no command) is the image's business, and the gateway's
+            // own containers are checked by their digest.
+            if !argv.is_empty() {
+                server::argv_rules(
+                    &mut v,
+                    &argv,
+                    command.len(),
+                    &format!("{at}.command"),
+                    &format!("{at}.args"),
+                );
+            }
+            for (j, e) in c.env.iter().flatten().enumerate() {
+                let field = format!("{at}.env[{j}]");
+                if server::injects_code(&e.name) {
+                    v.deny(
+                        "baseline.envInjection",
+                        format!("{field}.name"),
+                        format!("{} injects code into the process; remove it", e.name),
+                    );
+                }
+                if let Some(value) = &e.value
+                    && let Some(why) = server::plaintext_env(&e.name, value)
+                {
+                    v.deny(
+                        "baseline.plaintextSecret",
+                        format!("{field}.value"),
+                        format!("{} holds {why} in plaintext; use valueFrom.secretKeyRef", e.name),
+                    );
+                }
+                if e.value_from.as_ref().is_some_and(|f| f.config_map_key_ref.is_some())
+                    && palisade_core::secrets::name_looks_secret(&e.name)
+                {
+                    v.deny("baseline.plaintextSecret", format!("{field}.valueFrom.configMapKeyRef"), format!("{} is a credential; ConfigMaps are plaintext, use valueFrom.secretKeyRef", e.name));
+                }
+            }
+        }
+    }
+    for (i, vol) in spec.volumes.iter().flatten().enumerate() {
+        let token = vol
+            .projected
+            .as_ref()
+            .and_then(|p| p.sources.as_ref())
+            .is_some_and(|s| s.iter().any(|src| src.service_account_token.is_some()));
+        if token {
+            v.deny("workload.serviceAccountToken", format!("{prefix}.volumes[{i}].projected"), "a projected ServiceAccount token gives the MCP server a Kubernetes API credential; MCP servers get none");
+        }
+    }
+    if spec.share_process_namespace == Some(true) {
+        v.deny("workload.shareProcessNamespace", format!("{prefix}.shareProcessNamespace"), "a shared process namespace lets the server see and signal the gateway (and read its memory and environment); set it to false");
+    }
+    if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
+        v.deny("workload.ephemeralContainers", format!("{prefix}.ephemeralContainers"), "debug containers in an MCP pod bypass the gateway and the pod's hardening; debug a copy of the pod (kubectl debug --copy-to) in a namespace Palisade does not enforce");
+    }
+    v
 }
