@@ -3,6 +3,11 @@
 //! chain; signed checkpoints (Ed25519) every N records let a verifier also detect a truncated
 //! tail and prove who wrote the chain. Lines go to stdout (the cluster's log shipper) and
 //! optionally to a file.
+//!
+//! The chain outlives the process: its head (last sequence number and hash) is kept in a small
+//! file of the pod, and a restarted gateway begins with a `boot` record (signed like a
+//! checkpoint) that continues from that head. A restart is therefore visible in the chain, and
+//! records removed before a restart break it at the `boot` record.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -32,6 +37,31 @@ struct Chain {
     prev: String,
     since_checkpoint: u32,
     file: Option<std::fs::File>,
+    /// Where the head is kept (rewritten in place after every record).
+    head: Option<std::fs::File>,
+}
+
+/// The chain's head as kept in the head file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Room for a head record (padded, so it is rewritten in place).
+const HEAD_BYTES: usize = 160;
+
+fn read_head(path: &str) -> Option<Head> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(text.trim_end_matches(['\0', ' ', '\n'])).ok()
+}
+
+/// The last record of an audit file, as a head (when no head file is kept).
+fn last_record(path: &str) -> Option<Head> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    let v: Value = serde_json::from_str(last).ok()?;
+    Some(Head { seq: v.get("seq")?.as_u64()?, hash: v.get("hash")?.as_str()?.to_string() })
 }
 
 pub struct Audit {
@@ -90,6 +120,12 @@ impl Audit {
             }
             None => None,
         };
+        // Where the chain left off: the head file, else the audit file's last record.
+        let previous = cfg
+            .head_file
+            .as_deref()
+            .and_then(read_head)
+            .or_else(|| cfg.file.as_deref().and_then(last_record));
         let file = match &cfg.file {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
@@ -100,17 +136,52 @@ impl Audit {
             ),
             None => None,
         };
-        Ok(Audit {
+        let head = match &cfg.head_file {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .map_err(|source| AuditError::File { path: path.clone(), source })?,
+            ),
+            None => None,
+        };
+        let audit = Audit {
             enabled: cfg.enabled,
             checkpoint_every: cfg.checkpoint_every.max(1),
             key,
             chain: Mutex::new(Chain {
-                seq: 0,
-                prev: GENESIS.to_string(),
+                seq: previous.as_ref().map_or(0, |h| h.seq),
+                prev: previous.as_ref().map_or_else(|| GENESIS.to_string(), |h| h.hash.clone()),
                 since_checkpoint: 0,
                 file,
+                head,
             }),
-        })
+        };
+        audit.boot(previous.as_ref());
+        Ok(audit)
+    }
+
+    /// The first record of every process: which head it continues (none for a new chain),
+    /// signed like a checkpoint.
+    fn boot(&self, previous: Option<&Head>) {
+        if !self.enabled {
+            return;
+        }
+        let Ok(mut chain) = self.chain.lock() else { return };
+        let mut fields = json!({
+            "previous": previous,
+            "replica": std::env::var("HOSTNAME").unwrap_or_default(),
+            "pid": std::process::id(),
+            "signed": chain.prev,
+        });
+        if let Some(k) = &self.key {
+            let sig = k.sign(chain.prev.as_bytes());
+            fields["signature"] = json!(hex::encode(sig.to_bytes()));
+            fields["keyId"] = json!(key_id(&k.verifying_key()));
+        }
+        self.append(&mut chain, "boot", fields);
     }
 
     /// Whether records are written (callers skip computing what only the record needs).
@@ -160,6 +231,16 @@ impl Audit {
         }
         chain.seq += 1;
         chain.prev = hash.clone();
+        if let Some(h) = chain.head.as_ref() {
+            use std::os::unix::fs::FileExt;
+            let mut text = json!({"seq": chain.seq, "hash": hash}).to_string();
+            text.push('\n');
+            let mut bytes = text.into_bytes();
+            bytes.resize(HEAD_BYTES.max(bytes.len()), b' ');
+            if let Err(e) = h.write_at(&bytes, 0) {
+                warn!(error = %e, "writing the audit chain's head failed");
+            }
+        }
         hash
     }
 
@@ -198,6 +279,11 @@ pub struct Verified {
     pub signed_checkpoints: u64,
     /// Records after the last checkpoint (not covered by a signature).
     pub unsigned_tail: u64,
+    /// `boot` records that continue an earlier head: restarts of the gateway.
+    pub restarts: u64,
+    /// The sequence number of the first line (1 for a log that starts the chain; more for a
+    /// log that starts at a restart, such as one container's output).
+    pub first_seq: u64,
 }
 
 /// Where the chain breaks: the 1-based line number and what is wrong there.
@@ -220,7 +306,15 @@ pub fn verify_lines(
     key: Option<&VerifyingKey>,
 ) -> Result<Verified, Broken> {
     let mut prev = GENESIS.to_string();
-    let mut out = Verified { records: 0, checkpoints: 0, signed_checkpoints: 0, unsigned_tail: 0 };
+    let mut out = Verified {
+        records: 0,
+        checkpoints: 0,
+        signed_checkpoints: 0,
+        unsigned_tail: 0,
+        restarts: 0,
+        first_seq: 1,
+    };
+    let mut next_seq = 1;
     for (i, line) in lines.enumerate() {
         let n = i + 1;
         let bad = |problem: String| Broken { line: n, problem };
@@ -228,11 +322,28 @@ pub fn verify_lines(
             return Err(bad("not a JSON object (edited or damaged)".into()));
         };
         let seq = r.get("seq").and_then(Value::as_u64);
-        if seq != Some(out.records + 1) {
+        let kind = r.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+        // A log may begin where a gateway restarted (one container's output): its first
+        // record is then a boot record that names the head it continues.
+        let continues = r.get("previous").and_then(Value::as_object).cloned();
+        if n == 1
+            && kind == "boot"
+            && let Some(p) = &continues
+        {
+            let p_seq = p.get("seq").and_then(Value::as_u64);
+            let p_hash = p.get("hash").and_then(Value::as_str);
+            if p_seq.map(|s| s + 1) != seq || r.get("prev").and_then(Value::as_str) != p_hash {
+                return Err(bad("boot record does not continue the head it names".into()));
+            }
+            next_seq = seq.unwrap_or(1);
+            out.first_seq = next_seq;
+            prev = p_hash.unwrap_or_default().to_string();
+        }
+        if seq != Some(next_seq) {
             return Err(bad(format!(
                 "sequence {} where {} was expected: a record before it was removed or the lines were reordered",
                 seq.map(|s| s.to_string()).unwrap_or_else(|| "missing".into()),
-                out.records + 1
+                next_seq
             )));
         }
         if r.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
@@ -245,10 +356,9 @@ pub fn verify_lines(
         if claimed.as_ref().and_then(Value::as_str) != Some(hash.as_str()) {
             return Err(bad("content does not match its hash (edited)".into()));
         }
-        if r.get("type").and_then(Value::as_str) == Some("checkpoint") {
-            out.checkpoints += 1;
+        if kind == "checkpoint" || kind == "boot" {
             if r.get("signed").and_then(Value::as_str) != Some(prev.as_str()) {
-                return Err(bad("checkpoint signs another record".into()));
+                return Err(bad(format!("{kind} record signs another record")));
             }
             if let Some(k) = key {
                 let sig = r
@@ -256,10 +366,30 @@ pub fn verify_lines(
                     .and_then(Value::as_str)
                     .and_then(|s| hex::decode(s).ok())
                     .and_then(|b| Signature::from_slice(&b).ok())
-                    .ok_or_else(|| bad("checkpoint is not signed".into()))?;
+                    .ok_or_else(|| bad(format!("{kind} record is not signed")))?;
                 k.verify(prev.as_bytes(), &sig).map_err(|_| {
-                    bad("checkpoint signature does not verify with the given key".into())
+                    bad(format!("{kind} signature does not verify with the given key"))
                 })?;
+            }
+        }
+        if kind == "boot" {
+            // A boot inside the log must continue the record before it: a restart with a
+            // removed tail (or a lost head) breaks here.
+            if continues.is_some() {
+                if n > 1 {
+                    out.restarts += 1;
+                }
+            } else if n > 1 {
+                return Err(bad("a new chain starts here: the gateway restarted without the head of the chain before it".into()));
+            }
+            if key.is_some() {
+                out.unsigned_tail = 0;
+            } else {
+                out.unsigned_tail += 1;
+            }
+        } else if kind == "checkpoint" {
+            out.checkpoints += 1;
+            if key.is_some() {
                 out.signed_checkpoints += 1;
             }
             out.unsigned_tail = 0;
@@ -267,6 +397,7 @@ pub fn verify_lines(
             out.unsigned_tail += 1;
         }
         out.records += 1;
+        next_seq += 1;
         prev = hash;
     }
     Ok(out)
@@ -281,6 +412,76 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(dir: &std::path::Path) -> AuditConfig {
+        AuditConfig {
+            enabled: true,
+            checkpoint_every: 3,
+            signing_key_file: None,
+            file: Some(dir.join("audit.jsonl").display().to_string()),
+            head_file: Some(dir.join("head.json").display().to_string()),
+        }
+    }
+
+    fn lines(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_chain_continues_across_restarts_and_a_removed_tail_shows() {
+        let dir = std::env::temp_dir().join(format!("palisade-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        {
+            let a = Audit::new(&config(&dir)).unwrap_or_else(|e| panic!("{e}"));
+            for i in 0..5 {
+                a.record("call", json!({"n": i}));
+            }
+        }
+        // Restarted: the second process continues the first one's chain.
+        {
+            let a = Audit::new(&config(&dir)).unwrap_or_else(|e| panic!("{e}"));
+            a.record("call", json!({"n": 5}));
+        }
+        let all = lines(&dir);
+        let v = verify_lines(all.clone().into_iter(), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.restarts, 1, "{v:?}");
+        let boots = all.iter().filter(|l| l.contains("\"type\":\"boot\"")).count();
+        assert_eq!(boots, 2);
+        // The second process's own output verifies on its own (it starts at the restart).
+        let restart = all.iter().rposition(|l| l.contains("\"type\":\"boot\"")).unwrap_or(0);
+        let tail =
+            verify_lines(all[restart..].iter().cloned(), None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(tail.first_seq > 1, "{tail:?}");
+        // Records removed before the restart break the chain at the boot record.
+        let mut cut = all.clone();
+        cut.drain(restart - 2..restart);
+        let e = verify_lines(cut.into_iter(), None).err();
+        assert_eq!(
+            e.as_ref().map(|e| e.line),
+            Some(restart - 1),
+            "breaks at the boot record: {e:?}"
+        );
+        // A restart that lost the head starts a new chain: visible as well.
+        std::fs::remove_file(dir.join("head.json")).unwrap_or_default();
+        std::fs::write(dir.join("audit.jsonl"), all.join("\n") + "\n").unwrap_or_default();
+        let mut no_file = config(&dir);
+        no_file.file = None;
+        let fresh = dir.join("fresh.jsonl");
+        no_file.file = Some(fresh.display().to_string());
+        drop(Audit::new(&no_file));
+        let mut joined = all.clone();
+        joined.extend(
+            std::fs::read_to_string(&fresh).unwrap_or_default().lines().map(str::to_string),
+        );
+        let e = verify_lines(joined.into_iter(), None).err();
+        assert!(e.is_some(), "a new chain inside a log is refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

@@ -2,8 +2,7 @@
 //! against the revision, authorization, limits, forwarding (with exact translation between
 //! eras where needed), and every message from the server validated before the client sees it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade_core::config::GatewayConfig;
@@ -48,67 +47,14 @@ impl Call {
         events::emit(&self.gw, kind, &self.request_id(), &self.principal.subject, detail);
     }
 
+    /// A security event about this call (for the stages outside this module).
+    pub fn event_for(&self, kind: Kind, detail: &str) {
+        self.event(kind, detail);
+    }
+
     fn strict(&self) -> bool {
         self.cfg.protocol.validation == ValidationMode::Strict
     }
-}
-
-/// A tool as the server declared it in `tools/list`, with its schemas compiled on first use
-/// (compiling costs far more than validating; a definition changes only with the list).
-pub struct Tool {
-    pub def: Value,
-    input: std::sync::OnceLock<Option<Result<jsonschema::Validator, String>>>,
-    output: std::sync::OnceLock<Option<Result<jsonschema::Validator, String>>>,
-}
-
-fn compile(schema: Option<&Value>) -> Option<Result<jsonschema::Validator, String>> {
-    schema.map(|s| jsonschema::validator_for(s).map_err(|e| e.to_string()))
-}
-
-impl Tool {
-    /// The compiled `inputSchema`: `None` without one, `Err` when it does not compile.
-    pub fn input_validator(&self) -> Option<Result<&jsonschema::Validator, &str>> {
-        let compiled = self.input.get_or_init(|| compile(self.def.get("inputSchema")));
-        compiled.as_ref().map(|r| r.as_ref().map_err(String::as_str))
-    }
-
-    fn output_validator(&self) -> Option<&jsonschema::Validator> {
-        let compiled = self.output.get_or_init(|| compile(self.def.get("outputSchema")));
-        compiled.as_ref().and_then(|r| r.as_ref().ok())
-    }
-}
-
-/// Tool definitions seen in `tools/list` results (the startup handshake and clients' lists):
-/// input schemas for argument checks, output schemas for result checks, annotations.
-#[derive(Default)]
-pub struct ToolCache {
-    tools: Mutex<HashMap<String, Arc<Tool>>>,
-}
-
-impl ToolCache {
-    pub fn learn(&self, tools: &[Value]) {
-        if let Ok(mut m) = self.tools.lock() {
-            for t in tools {
-                let Some(name) = t.get("name").and_then(Value::as_str) else { continue };
-                if m.get(name).is_some_and(|known| known.def == *t) {
-                    continue; // keep the compiled schemas
-                }
-                let tool =
-                    Tool { def: t.clone(), input: Default::default(), output: Default::default() };
-                m.insert(name.to_string(), Arc::new(tool));
-            }
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<Arc<Tool>> {
-        self.tools.lock().ok().and_then(|m| m.get(name).cloned())
-    }
-}
-
-static TOOLS: std::sync::LazyLock<ToolCache> = std::sync::LazyLock::new(ToolCache::default);
-
-pub fn tool_cache() -> &'static ToolCache {
-    &TOOLS
 }
 
 /// Keys of `_meta` that belong to the stateless envelope and mean nothing to a session-era server.
@@ -189,6 +135,7 @@ pub async fn request(
     let rev = call.rev;
     let Some(def) = validate::method(&method, Direction::ClientToServer, rev) else {
         call.gw.metrics.count(&method, "unknown_method");
+        call.event(Kind::ValidationFailure, &format!("{method}: not a method of {}", rev.as_str()));
         return err(&id, METHOD_NOT_FOUND, format!("Method not found: {method}"));
     };
     // Tasks are negotiated away (see `without_tasks`): a receiver without task support
@@ -327,6 +274,16 @@ pub async fn request(
             return Reply::Final(discover_from_handshake(&call, &id));
         }
         if validate::method(&method, Direction::ClientToServer, upstream.rev).is_none() {
+            audit_call(
+                &call,
+                &method,
+                item_name.as_deref(),
+                params_hash.as_deref(),
+                "deny",
+                "no exact equivalent in the server's revision",
+                None,
+                None,
+            );
             return err(
                 &id,
                 METHOD_NOT_FOUND,
@@ -531,7 +488,13 @@ async fn relay(
         };
         let msg = match next {
             Step::TimedOut => {
-                exchange.cancel("the gateway's request timeout elapsed").await;
+                if exchange.timed_out().await
+                    && let Some(s) = &call.session
+                {
+                    // The session's server process is gone: the client opens a new session.
+                    let (gw, sid) = (call.gw.clone(), s.id.clone());
+                    tokio::spawn(async move { gw.end_session(&sid).await });
+                }
                 let _ = tx
                     .send(jsonrpc::error(
                         Some(r.id.clone()),
@@ -602,6 +565,8 @@ fn checked_notification(call: &Call, msg: Value, translate: bool) -> Option<Valu
         call.event(Kind::UpstreamValidationFailure, &format!("{method}: {e}"));
         return None;
     }
+    let mut msg = msg;
+    crate::mediate::server_message(&mut msg);
     Some(msg)
 }
 
@@ -657,10 +622,12 @@ fn checked_final(
         );
     }
     filter_result(call, method, result);
+    // Descriptions, titles and instructions are server-authored text the model reads.
+    crate::mediate::listing(result);
     if method == "server/discover" {
         pin_discovered_versions(call, result);
     }
-    if let Some(problem) = tool.and_then(|t| output_schema_violation(t, &msg)) {
+    if let Some(problem) = tool.and_then(|t| output_schema_violation(call, t, &msg)) {
         call.event(
             Kind::UpstreamValidationFailure,
             &format!("tools/call: structuredContent violates the tool's outputSchema: {problem}"),
@@ -698,7 +665,7 @@ fn filter_result(call: &Call, method: &str, result: &mut Value) {
     };
     if let Some(items) = result.get_mut(key).and_then(Value::as_array_mut) {
         if method == "tools/list" {
-            tool_cache().learn(items);
+            call.gw.tools.learn(items);
         }
         items.retain(|item| {
             let name = item.get(name_key).and_then(Value::as_str).unwrap_or_default();
@@ -708,27 +675,16 @@ fn filter_result(call: &Call, method: &str, result: &mut Value) {
     }
 }
 
-fn output_schema_violation(tool: &str, msg: &Value) -> Option<String> {
+fn output_schema_violation(call: &Call, tool: &str, msg: &Value) -> Option<String> {
     let structured = msg.pointer("/result/structuredContent")?;
-    let tool = tool_cache().get(tool)?;
+    let tool = call.gw.tools.get(tool)?;
     tool.output_validator()?.iter_errors(structured).next().map(|e| e.to_string())
 }
 
-/// Errors from the server reach the client without internal detail: no stack traces,
-/// absolute paths or internal addresses.
+/// Errors from the server reach the client without internal detail or credentials: no stack
+/// traces, absolute paths, internal addresses or keys, in the message or the data.
 fn sanitize_error(mut msg: Value) -> Value {
-    if let Some(m) = msg.pointer_mut("/error/message").and_then(|m| m.as_str().map(str::to_string))
-    {
-        let clean = crate::sanitize::text(&m);
-        msg["error"]["message"] = Value::String(clean);
-    }
-    if let Some(e) = msg.get_mut("error").and_then(Value::as_object_mut)
-        && e.get("data")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.contains("\n    at ") || s.contains("Traceback"))
-    {
-        e.remove("data");
-    }
+    crate::mediate::error(&mut msg);
     msg
 }
 
@@ -749,5 +705,6 @@ fn discover_from_handshake(call: &Call, id: &Value) -> Value {
     if let Some(s) = info.server_info {
         result["_meta"] = json!({"io.modelcontextprotocol/serverInfo": s});
     }
+    crate::mediate::listing(&mut result);
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }

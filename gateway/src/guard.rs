@@ -10,6 +10,8 @@ use palisade_core::net::classify;
 use palisade_core::policy::{
     ArgumentRule, ArgumentType, FreeText, SafetyFlagAction, ToolDefaults, ToolPolicy, UrlRule,
 };
+
+use crate::tools::Tool;
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -61,20 +63,41 @@ impl Resolve for SystemResolver {
     }
 }
 
-/// Checks (and, for stripped safety flags, edits) the arguments of one call in place.
+/// Something the guard did to arguments that is worth a security event although the call goes
+/// on (a stripped safety flag).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub kind: Kind,
+    pub detail: String,
+}
+
+/// What the guard needs to know about the call besides its arguments.
+pub struct Context<'a> {
+    pub tool: &'a str,
+    pub policy: Option<&'a ToolPolicy>,
+    pub defaults: &'a ToolDefaults,
+    /// The tool's definition from the server; `None` only where the caller already refused
+    /// an unknown tool.
+    pub definition: Option<&'a Tool>,
+    /// Directories no argument may name (the server's Secret mounts).
+    pub protected: &'a [String],
+    pub resolver: &'a dyn Resolve,
+}
+
+/// Checks the arguments of one call in place: safety flags (refused, or stripped with a
+/// note), the tool's `inputSchema`, undeclared arguments, and the spec's per-argument rules at
+/// every value their pointers reach. URL arguments are replaced by the canonical form that was
+/// judged, so the server receives exactly what passed.
 pub async fn check_arguments(
-    tool: &str,
-    policy: Option<&ToolPolicy>,
-    defaults: &ToolDefaults,
-    input_schema: Option<Result<&jsonschema::Validator, &str>>,
+    ctx: &Context<'_>,
     arguments: &mut Value,
-    resolver: &dyn Resolve,
-) -> Result<(), Refusal> {
+) -> Result<Vec<Note>, Refusal> {
+    let tool = ctx.tool;
     let Value::Object(args) = arguments else {
         return Err(invalid("arguments must be an object"));
     };
-    safety_flags(defaults, args)?;
-    match input_schema {
+    let mut notes = safety_flags(ctx.defaults, args)?;
+    match ctx.definition.and_then(Tool::input_validator) {
         None => {}
         Some(Err(_)) => {
             return Err(invalid(format!("tool {tool} declares an unusable inputSchema")));
@@ -91,70 +114,111 @@ pub async fn check_arguments(
             }
         }
     }
-    let Value::Object(args) = arguments else {
-        return Err(invalid("arguments must be an object"));
-    };
-    let Some(policy) = policy else { return Ok(()) };
-    if policy.deny_unlisted_arguments {
+    let Some(policy) = ctx.policy else { return Ok(notes) };
+    if policy.deny_unlisted_arguments
+        && let Value::Object(args) = &*arguments
+    {
+        let declared = ctx.definition.map(Tool::declared_arguments).unwrap_or_default();
         for name in args.keys() {
-            if !policy.arguments.iter().any(|r| r.name == *name || top_level(&r.name) == name) {
-                return Err(invalid(format!("argument '{name}' is not allowed for {tool}")));
+            let by_rule = policy.arguments.iter().any(|r| top_level(&r.name) == name);
+            if !by_rule && !declared.contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "argument '{name}' is neither declared by {tool}'s inputSchema nor named by a rule"
+                )));
             }
         }
     }
     for rule in &policy.arguments {
-        let value = lookup(args, &rule.name);
-        match value {
-            None if rule.required => {
+        let pointers = matching_pointers(arguments, &rule.name);
+        if pointers.is_empty() {
+            if rule.required {
                 return Err(invalid(format!("argument '{}' is required", rule.name)));
             }
-            None => continue,
-            Some(v) => check_value(rule, v, resolver).await?,
+            continue;
+        }
+        for pointer in pointers {
+            let Some(v) = arguments.pointer_mut(&pointer) else { continue };
+            let shown = if pointer == format!("/{}", rule.name) {
+                rule.name.clone()
+            } else {
+                pointer.clone()
+            };
+            check_value(rule, &shown, v, ctx).await?;
         }
     }
-    Ok(())
+    notes.retain(|n| !n.detail.is_empty());
+    Ok(notes)
 }
 
-/// Compiled argument patterns, anchored to the whole value.
+fn escape(seg: &str) -> String {
+    seg.replace('~', "~0").replace('/', "~1")
+}
+
+/// The concrete JSON pointers (into the arguments object) that a rule's name reaches: a plain
+/// name, or a pointer whose `*` segments match every array element or object member.
+pub fn matching_pointers(arguments: &Value, name: &str) -> Vec<String> {
+    let Some(pointer) = name.strip_prefix('/') else {
+        return if arguments.get(name).is_some() {
+            vec![format!("/{}", escape(name))]
+        } else {
+            vec![]
+        };
+    };
+    let mut found = vec![(String::new(), arguments)];
+    for raw in pointer.split('/') {
+        let seg = raw.replace("~1", "/").replace("~0", "~");
+        let mut next = Vec::new();
+        for (at, v) in found {
+            match (raw, v) {
+                ("*", Value::Array(items)) => {
+                    next.extend(items.iter().enumerate().map(|(i, x)| (format!("{at}/{i}"), x)))
+                }
+                ("*", Value::Object(m)) => {
+                    next.extend(m.iter().map(|(k, x)| (format!("{at}/{}", escape(k)), x)))
+                }
+                (_, Value::Object(m)) => {
+                    if let Some(x) = m.get(&seg) {
+                        next.push((format!("{at}/{}", escape(&seg)), x));
+                    }
+                }
+                (_, Value::Array(items)) => {
+                    if let Some(x) = seg.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                        next.push((format!("{at}/{seg}"), x));
+                    }
+                }
+                _ => {}
+            }
+        }
+        found = next;
+    }
+    found.into_iter().map(|(p, _)| p).collect()
+}
+
+/// Compiled argument patterns, anchored to the whole value. Compiled per call: the patterns
+/// are short, and a cache would be state that outlives the configuration it came from.
 fn compiled_pattern(pattern: &str) -> Option<Regex> {
-    static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Regex>>> =
-        std::sync::LazyLock::new(Default::default);
-    if let Some(r) = CACHE.lock().ok()?.get(pattern) {
-        return Some(r.clone());
-    }
-    let r = Regex::new(&format!("^(?:{pattern})$")).ok()?;
-    let mut cache = CACHE.lock().ok()?;
-    if cache.len() > 1024 {
-        cache.clear();
-    }
-    cache.insert(pattern.to_string(), r.clone());
-    Some(r)
+    Regex::new(&format!("^(?:{pattern})$")).ok()
 }
 
 fn top_level(name: &str) -> &str {
-    name.trim_start_matches('/').split('/').next().unwrap_or(name)
-}
-
-fn lookup<'a>(args: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(pointer) = name.strip_prefix('/') {
-        let mut parts = pointer.split('/').map(|p| p.replace("~1", "/").replace("~0", "~"));
-        let first = parts.next()?;
-        let mut v = args.get(&first)?;
-        for p in parts {
-            v = match v {
-                Value::Object(m) => m.get(&p)?,
-                Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        Some(v)
-    } else {
-        args.get(name)
+    match name.strip_prefix('/') {
+        Some(p) => p.split('/').next().unwrap_or(p),
+        None => name,
     }
 }
 
-/// Arguments that try to switch a safety mechanism off, at any depth.
-fn safety_flags(defaults: &ToolDefaults, args: &mut Map<String, Value>) -> Result<(), Refusal> {
+/// A flag name as a comparison key: lower case, without separators (`Skip-Approval`,
+/// `skip_approval` and `SKIPAPPROVAL` are one flag).
+fn flag_key(name: &str) -> String {
+    name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
+/// Arguments that try to switch a safety mechanism off, at any depth, in any casing and word
+/// separation.
+fn safety_flags(
+    defaults: &ToolDefaults,
+    args: &mut Map<String, Value>,
+) -> Result<Vec<Note>, Refusal> {
     fn walk(
         flags: &[String],
         action: SafetyFlagAction,
@@ -162,7 +226,7 @@ fn safety_flags(defaults: &ToolDefaults, args: &mut Map<String, Value>) -> Resul
         found: &mut Vec<String>,
     ) {
         let hits: Vec<String> =
-            m.keys().filter(|k| flags.iter().any(|f| f.eq_ignore_ascii_case(k))).cloned().collect();
+            m.keys().filter(|k| flags.contains(&flag_key(k))).cloned().collect();
         for k in hits {
             if action == SafetyFlagAction::Strip {
                 m.remove(&k);
@@ -170,41 +234,46 @@ fn safety_flags(defaults: &ToolDefaults, args: &mut Map<String, Value>) -> Resul
             found.push(k);
         }
         for v in m.values_mut() {
-            match v {
-                Value::Object(inner) => walk(flags, action, inner, found),
-                Value::Array(items) => {
-                    for i in items.iter_mut() {
-                        if let Value::Object(inner) = i {
-                            walk(flags, action, inner, found);
-                        }
-                    }
-                }
-                _ => {}
-            }
+            walk_value(flags, action, v, found);
         }
     }
+    fn walk_value(
+        flags: &[String],
+        action: SafetyFlagAction,
+        v: &mut Value,
+        found: &mut Vec<String>,
+    ) {
+        match v {
+            Value::Object(inner) => walk(flags, action, inner, found),
+            Value::Array(items) => {
+                items.iter_mut().for_each(|i| walk_value(flags, action, i, found))
+            }
+            _ => {}
+        }
+    }
+    let keys: Vec<String> = defaults.safety_flags.iter().map(|f| flag_key(f)).collect();
     let mut found = vec![];
-    walk(&defaults.safety_flags, defaults.safety_flag_action, args, &mut found);
+    walk(&keys, defaults.safety_flag_action, args, &mut found);
     match (found.is_empty(), defaults.safety_flag_action) {
-        (true, _) => Ok(()),
+        (true, _) => Ok(vec![]),
         (false, SafetyFlagAction::Refuse) => Err(refuse(
             Kind::SafetyFlagOverride,
             format!("argument '{}' may not be set by a client", found.join("', '")),
         )),
-        // Stripped: forwarded without them, but still reported.
-        (false, SafetyFlagAction::Strip) => {
-            tracing::warn!(flags = %found.join(","), "safety flags stripped from arguments");
-            Ok(())
-        }
+        // Stripped: forwarded without them, and reported as a security event.
+        (false, SafetyFlagAction::Strip) => Ok(vec![Note {
+            kind: Kind::SafetyFlagOverride,
+            detail: format!("safety flags stripped from the arguments: {}", found.join(", ")),
+        }]),
     }
 }
 
 async fn check_value(
     rule: &ArgumentRule,
-    v: &Value,
-    resolver: &dyn Resolve,
+    name: &str,
+    v: &mut Value,
+    ctx: &Context<'_>,
 ) -> Result<(), Refusal> {
-    let name = &rule.name;
     if let Some(t) = rule.r#type {
         let ok = match t {
             ArgumentType::String => v.is_string(),
@@ -224,11 +293,7 @@ async fn check_value(
         return Err(invalid(format!("argument '{name}' is out of range")));
     }
     let Some(s) = v.as_str() else {
-        let string_rule = !rule.path_roots.is_empty()
-            || rule.url.is_some()
-            || rule.pattern.is_some()
-            || !rule.one_of.is_empty();
-        if string_rule {
+        if rule.pins_values() || rule.free_text == FreeText::Refuse {
             return Err(invalid(format!("argument '{name}' must be a string")));
         }
         return Ok(());
@@ -254,20 +319,11 @@ async fn check_value(
         }
     }
     if !rule.path_roots.is_empty() {
-        check_path(s, &rule.path_roots)
+        check_path_outside(s, &rule.path_roots, ctx.protected)
             .map_err(|m| refuse(Kind::PathTraversal, format!("argument '{name}': {m}")))?;
     }
-    if let Some(u) = &rule.url {
-        check_url(s, u, resolver)
-            .await
-            .map_err(|(kind, m)| refuse(kind, format!("argument '{name}': {m}")))?;
-    }
     if rule.free_text == FreeText::Refuse {
-        let pinned = !rule.one_of.is_empty()
-            || rule.pattern.is_some()
-            || !rule.path_roots.is_empty()
-            || rule.url.is_some();
-        if !pinned {
+        if !rule.pins_values() {
             return Err(invalid(format!(
                 "argument '{name}' is free text, which the policy refuses (pin it with enum, pattern, pathRoots or url)"
             )));
@@ -275,6 +331,13 @@ async fn check_value(
         if s.chars().any(|c| c.is_control() || "`$;|&<>\\".contains(c)) || s.contains("$(") {
             return Err(invalid(format!("argument '{name}' contains control or shell characters")));
         }
+    }
+    if let Some(u) = &rule.url {
+        let canonical = check_url(s, u, ctx.resolver)
+            .await
+            .map_err(|(kind, m)| refuse(kind, format!("argument '{name}': {m}")))?;
+        // Forward exactly what was judged.
+        *v = Value::String(canonical);
     }
     Ok(())
 }
@@ -289,8 +352,17 @@ const LOOKALIKES: &[char] = &[
 /// Device, kernel and runtime trees no tool argument may name, whatever the roots say.
 const DEVICE_TREES: &[&str] = &["/dev", "/proc", "/sys", "/run/secrets", "/var/run/secrets"];
 
+/// Palisade's own directories in the pod, never a tool's input.
+const PALISADE_TREES: &[&str] = &["/etc/palisade", "/palisade", "/var/lib/palisade"];
+
 /// A path must be absolute, plain (no encodings, traversal or lookalikes) and under a root.
 pub fn check_path(p: &str, roots: &[String]) -> Result<(), String> {
+    check_path_outside(p, roots, &[])
+}
+
+/// [`check_path`], and outside every `protected` directory (the server's Secret mounts)
+/// whatever the roots say.
+pub fn check_path_outside(p: &str, roots: &[String], protected: &[String]) -> Result<(), String> {
     if p.is_empty() || p.len() > MAX_PATH_BYTES {
         return Err("path is empty or too long".into());
     }
@@ -340,8 +412,15 @@ pub fn check_path(p: &str, roots: &[String]) -> Result<(), String> {
         }
     }
     let normal = format!("/{}", parts.join("/"));
-    if DEVICE_TREES.iter().any(|d| normal == *d || normal.starts_with(&format!("{d}/"))) {
+    let inside = |d: &str| {
+        let d = d.trim_end_matches('/');
+        d.is_empty() || normal == d || normal.starts_with(&format!("{d}/"))
+    };
+    if DEVICE_TREES.iter().any(|d| inside(d)) {
         return Err("device or kernel path".into());
+    }
+    if PALISADE_TREES.iter().any(|d| inside(d)) || protected.iter().any(|d| inside(d)) {
+        return Err("the path names credentials or Palisade's own files".into());
     }
     let under = roots.iter().any(|root| {
         let root = root.trim_end_matches('/');
@@ -361,15 +440,11 @@ fn is_windows_device(seg: &str) -> bool {
             && stem.as_bytes()[3].is_ascii_digit())
 }
 
-/// Host names that name the local machine or private networks by convention (RFC 6761,
-/// RFC 8375, cloud-internal zones); refused before any DNS lookup.
+/// Host names that name the local machine, the cluster or private networks by convention, or
+/// that a wildcard-DNS service answers with the address they spell; refused before any DNS
+/// lookup (one definition with admission: `palisade_core::net::internal_name_reason`).
 fn special_use_name(host: &str) -> bool {
-    const ZONES: &[&str] =
-        &["localhost", "local", "internal", "home.arpa", "localdomain", "lan", "intranet", "corp"];
-    host == "localhost"
-        || ZONES.iter().any(|z| host == *z || host.ends_with(&format!(".{z}")))
-        || host.ends_with(".svc")
-        || host.contains(".svc.")
+    palisade_core::net::internal_name_reason(host).is_some()
 }
 
 /// IPv4 in any spelling `inet_aton` accepts: 1 to 4 parts, each decimal, octal (`0` prefix)
@@ -432,12 +507,13 @@ fn public_or(ip: IpAddr, what: &str) -> Result<(), (Kind, String)> {
     }
 }
 
-/// A URL must use an allowed scheme, host and port, and reach only public addresses.
+/// A URL must use an allowed scheme, host and port, and reach only public addresses. Returns
+/// the canonical form (WHATWG serialisation) that was judged, which is what is forwarded.
 pub async fn check_url(
     raw: &str,
     rule: &UrlRule,
     resolver: &dyn Resolve,
-) -> Result<(), (Kind, String)> {
+) -> Result<String, (Kind, String)> {
     let bad = |m: &str| Err((Kind::Ssrf, m.to_string()));
     if raw.len() > MAX_URL_BYTES {
         return bad("URL too long");
@@ -468,29 +544,33 @@ pub async fn check_url(
     if !allowed_port {
         return bad(&format!("port {port} is not allowed"));
     }
+    let canonical = url.as_str().to_string();
+    // An address, however the URL spells it: the allowlist and the address class decide.
+    let address = |ip: IpAddr| -> Result<String, (Kind, String)> {
+        let shown = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        if !rule.hosts.is_empty() && !host_allowed(&shown, &rule.hosts) {
+            return Err((Kind::Ssrf, "host is not allowed".to_string()));
+        }
+        public_or(ip, "host")?;
+        Ok(canonical.clone())
+    };
     match url.host() {
         None => bad("URL has no host"),
-        Some(url::Host::Ipv4(ip)) => {
-            if !rule.hosts.is_empty() && !host_allowed(&ip.to_string(), &rule.hosts) {
-                return bad("host is not allowed");
-            }
-            public_or(IpAddr::V4(ip), "host")
-        }
-        Some(url::Host::Ipv6(ip)) => {
-            if !rule.hosts.is_empty() && !host_allowed(&format!("[{ip}]"), &rule.hosts) {
-                return bad("host is not allowed");
-            }
-            public_or(IpAddr::V6(ip), "host")
-        }
+        Some(url::Host::Ipv4(ip)) => address(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => address(IpAddr::V6(ip)),
         Some(url::Host::Domain(d)) => {
             let host = d.to_ascii_lowercase();
             let host = host.strip_suffix('.').unwrap_or(&host).to_string();
-            // Non-special schemes keep hosts opaque: numeric spellings still mean an address.
+            // Non-special schemes keep hosts opaque: numeric spellings still mean an address,
+            // and face the allowlist as that address.
             if let Some(ip) = loose_ipv4(&host) {
-                return public_or(IpAddr::V4(ip), "host");
+                return address(IpAddr::V4(ip));
             }
             if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-                return public_or(ip, "host");
+                return address(ip);
             }
             if !host_allowed(&host, &rule.hosts) {
                 return bad("host is not allowed");
@@ -508,7 +588,7 @@ pub async fn check_url(
             for ip in addrs {
                 public_or(ip, "host resolves to an address that")?;
             }
-            Ok(())
+            Ok(canonical)
         }
     }
 }
@@ -572,9 +652,30 @@ mod tests {
             let r = check_url(&format!("https://{host}/x"), &rule, &Table).await;
             assert!(matches!(r, Err((Kind::Ssrf, _))), "{host}: {r:?}");
         }
-        assert_eq!(check_url("https://public.example/x", &rule, &Table).await, Ok(()));
+        assert_eq!(
+            check_url("https://public.example/x", &rule, &Table).await,
+            Ok("https://public.example/x".to_string())
+        );
         let only = UrlRule { hosts: vec!["*.example.org".into()], ..rule };
         assert!(check_url("https://public.example/x", &only, &Table).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn numeric_hosts_face_the_allowlist_in_every_scheme() {
+        let rule = UrlRule {
+            schemes: vec!["https".into(), "git".into()],
+            hosts: vec!["example.org".into()],
+            ports: vec![443, 9418],
+        };
+        // A non-special scheme keeps its host opaque; its numeric spelling is still an address,
+        // and an address that the allowlist does not name is refused, public or not.
+        for url in ["git://8.8.8.8:9418/x", "git://0x08080808:9418/x", "https://8.8.8.8/"] {
+            let r = check_url(url, &rule, &Table).await;
+            assert_eq!(r, Err((Kind::Ssrf, "host is not allowed".to_string())), "{url}");
+        }
+        let open = UrlRule { hosts: vec![], ..rule };
+        assert!(check_url("git://8.8.8.8:9418/x", &open, &Table).await.is_ok());
+        assert!(check_url("git://127.1:9418/x", &open, &Table).await.is_err());
     }
 
     #[test]

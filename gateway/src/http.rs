@@ -52,6 +52,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/sse", get(get_sse))
         .route("/messages", post(post_messages))
         .route("/approvals/{id}", get(get_approval).post(decide_approval))
+        // Inside authentication: every refusal of an authenticated request is audited.
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), audit_refusals))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), authn))
         .with_state(app)
         .merge(metadata)
@@ -91,6 +93,49 @@ async fn authn(
             r
         }
     }
+}
+
+/// Marks a response that refuses the request, with the reason, for [`audit_refusals`].
+#[derive(Clone)]
+struct Refused {
+    code: i64,
+    reason: String,
+}
+
+/// Writes one audit record for every refused request (malformed, mismatched headers, unknown
+/// session, wrong revision, ...), whichever handler refused it; the calls that reach the
+/// pipeline are audited there.
+async fn audit_refusals(
+    State(app): State<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let principal =
+        req.extensions().get::<Principal>().map(|p| p.subject.clone()).unwrap_or_default();
+    let trace = trace_of(req.headers());
+    let method = header_str(req.headers(), "mcp-method")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{} {}", req.method(), req.uri().path()));
+    let session = header_str(req.headers(), "mcp-session-id").map(short);
+    let resp = next.run(req).await;
+    if let Some(r) = resp.extensions().get::<Refused>()
+        && app.gw.audit.enabled()
+    {
+        app.gw.audit.record(
+            "call",
+            json!({
+                "request_id": trace.request_id(),
+                "principal": principal,
+                "session": session,
+                "method": method,
+                "decision": "deny",
+                "reason": r.reason,
+                "status": resp.status().as_u16(),
+                "code": r.code,
+            }),
+        );
+    }
+    resp
 }
 
 /// RFC 9728 protected resource metadata (404 when no authorization server is configured).
@@ -162,6 +207,9 @@ async fn decide_approval(
                     "requester": plan.requester,
                     "approver": principal.subject,
                     "decision": if d.approve { "approved" } else { "denied" },
+                    // What was approved, as the approver saw it (credentials redacted).
+                    "arguments": crate::mediate::redacted(&Value::Object(plan.arguments.clone())),
+                    "preview": plan.preview.as_ref().map(crate::mediate::redacted),
                 }),
             );
             info!(approval = %short(&plan.id), tool = %plan.tool, approver = %principal.subject, approve = d.approve, "approval decided");
@@ -173,7 +221,7 @@ async fn decide_approval(
                 crate::approvals::ApprovalError::SelfApproval => StatusCode::FORBIDDEN,
                 _ => StatusCode::CONFLICT,
             };
-            json_response(status.as_u16(), &json!({"error": e.to_string()}), &[])
+            refusal(status, e.to_string())
         }
     }
 }
@@ -190,7 +238,11 @@ fn json_response(status: u16, body: &Value, extra: &[(&str, String)]) -> Respons
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, text).into_response()
+    let mut r = (status, text).into_response();
+    if status.is_client_error() {
+        r.extensions_mut().insert(Refused { code: 0, reason: text.to_string() });
+    }
+    r
 }
 
 fn error_response(
@@ -200,7 +252,17 @@ fn error_response(
     message: impl Into<String>,
     data: Option<Value>,
 ) -> Response {
-    json_response(status, &jsonrpc::error(id, code, message, data), &[])
+    let message = message.into();
+    let mut r = json_response(status, &jsonrpc::error(id, code, message.clone(), data), &[]);
+    r.extensions_mut().insert(Refused { code, reason: message });
+    r
+}
+
+/// A JSON refusal that is not JSON-RPC (the approvals API).
+fn refusal(status: StatusCode, reason: String) -> Response {
+    let mut r = json_response(status.as_u16(), &json!({"error": reason}), &[]);
+    r.extensions_mut().insert(Refused { code: 0, reason });
+    r
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -896,6 +958,7 @@ async fn initialize(
         upstream.close().await;
         let mut e = answer.clone();
         e["id"] = id;
+        crate::mediate::error(&mut e);
         return Err(json_response(200, &e, &[]));
     };
     if let Err(e) = validate::check_result(def, result, rev, true) {
@@ -965,12 +1028,16 @@ async fn initialize(
     upstream.set_unsolicited(tx);
     let (g, s) = (gw.clone(), session.clone());
     tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
+        while let Some(mut m) = rx.recv().await {
             if s.ended.load(Ordering::Relaxed) {
                 break;
             }
             match server_message_ok(&s, &m) {
-                Ok(()) => s.deliver(&m),
+                Ok(()) => {
+                    // Log lines, progress, sampling and elicitation requests: server text.
+                    crate::mediate::server_message(&mut m);
+                    s.deliver(&m)
+                }
                 Err(why) => events::emit(
                     &g,
                     Kind::UpstreamValidationFailure,
@@ -984,6 +1051,7 @@ async fn initialize(
     info!(session = %short(&session.id), revision = session_rev.as_str(), principal = %principal.subject, "session opened");
     let mut result = result.clone();
     forward::without_tasks(&mut result);
+    crate::mediate::listing(&mut result);
     if let Some(obj) = result.as_object_mut() {
         obj.insert("protocolVersion".into(), Value::String(session_rev.as_str().into()));
     }

@@ -19,6 +19,7 @@ pub mod serve;
 pub mod sse;
 pub mod state;
 pub mod toolgate;
+pub mod tools;
 pub mod trace;
 pub mod upstream;
 pub mod validate;

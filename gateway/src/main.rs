@@ -54,12 +54,18 @@ fn audit_verify(file: &std::path::Path, public_key: Option<&std::path::Path>) ->
     };
     match audit::verify(file, key.as_ref()) {
         Ok(v) => {
+            let start = if v.first_seq > 1 {
+                format!(" (continuing a chain from record {}, after a restart)", v.first_seq)
+            } else {
+                String::new()
+            };
             println!(
-                "{}: intact: {} records, {} checkpoints ({} signature-verified), {} records after the last checkpoint",
+                "{}: intact{start}: {} records, {} checkpoints ({} signature-verified), {} restarts, {} records after the last signed record",
                 file.display(),
                 v.records,
                 v.checkpoints,
                 v.signed_checkpoints,
+                v.restarts,
                 v.unsigned_tail
             );
             ExitCode::SUCCESS

@@ -137,6 +137,8 @@ pub struct Gateway {
     pub approvals: crate::approvals::Approvals,
     pub quotas: crate::quota::Counters,
     pub resolver: Box<dyn crate::guard::Resolve>,
+    /// The server's tool definitions (every page of `tools/list`).
+    pub tools: crate::tools::ToolCache,
 }
 
 /// What can keep a gateway from starting.
@@ -187,6 +189,7 @@ impl Gateway {
             approvals: Default::default(),
             quotas: Default::default(),
             resolver: Box::new(crate::guard::SystemResolver),
+            tools: Default::default(),
         }))
     }
 
@@ -197,6 +200,8 @@ impl Gateway {
     pub fn set_config(&self, cfg: GatewayConfig) {
         self.policy.reload(&cfg);
         self.auth.forget_verified();
+        // Tools are judged afresh under the new policy: definitions are listed again.
+        self.tools.clear();
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(cfg);
         }
@@ -406,15 +411,11 @@ impl Gateway {
             session.close().await;
             return Ok(None);
         }
-        let tools =
-            session.call("tools/list", Some(json!({"_meta": meta})), timeout).await.ok().and_then(
-                |r| {
-                    let tools = r.pointer("/result/tools").and_then(Value::as_array)?;
-                    // Argument policy needs the tools' input schemas before the first call.
-                    crate::forward::tool_cache().learn(tools);
-                    Some(tools.len())
-                },
-            );
+        // Argument policy needs the tools' input schemas before the first call: every page.
+        let tools = crate::tools::list_all(&session, R2026, timeout).await.ok().map(|tools| {
+            self.tools.learn(&tools);
+            tools.len()
+        });
         session.close().await;
         Ok(Some((
             result.get("capabilities").cloned().unwrap_or(json!({})),
@@ -442,11 +443,10 @@ impl Gateway {
             .ok_or_else(|| UpstreamError::Malformed("no protocolVersion".into()))?;
         session.pipe().set_protocol_version(agreed.as_str());
         session.notify("notifications/initialized", None).await?;
-        let tools = session.call("tools/list", None, timeout).await.ok().and_then(|r| {
-            let tools = r.pointer("/result/tools").and_then(Value::as_array)?;
-            // Argument policy needs the tools' input schemas before the first call.
-            crate::forward::tool_cache().learn(tools);
-            Some(tools.len())
+        // Argument policy needs the tools' input schemas before the first call: every page.
+        let tools = crate::tools::list_all(&session, agreed, timeout).await.ok().map(|tools| {
+            self.tools.learn(&tools);
+            tools.len()
         });
         session.close().await;
         Ok((agreed, result, tools))

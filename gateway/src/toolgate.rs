@@ -10,8 +10,9 @@ use serde_json::{Map, Value, json};
 
 use crate::approvals::{META_KEY, Plan};
 use crate::events::Kind;
-use crate::forward::{Call, tool_cache};
+use crate::forward::Call;
 use crate::jsonrpc::{self, INVALID_PARAMS, LIMIT_EXCEEDED, POLICY_REFUSED};
+use crate::tools::Tool;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -43,9 +44,10 @@ pub fn visible(cfg: &GatewayConfig, tool: &str) -> bool {
     policy_of(cfg, tool).is_some() || cfg.tool_defaults.unlisted != UnlistedTools::Deny
 }
 
-/// What the server's annotations claim, which can only make a tool stricter.
-fn annotated_effect(tool: &str) -> ToolEffect {
-    let Some(known) = tool_cache().get(tool) else { return ToolEffect::Read };
+/// What the server's annotations claim, which can only make a tool stricter. A tool the
+/// gateway has no definition for never gets this far (it is refused).
+fn annotated_effect(known: Option<&Tool>) -> ToolEffect {
+    let Some(known) = known else { return ToolEffect::Read };
     let a = known.def.get("annotations");
     let flag = |k: &str| a.and_then(|a| a.get(k)).and_then(Value::as_bool);
     match (flag("readOnlyHint"), flag("destructiveHint")) {
@@ -56,8 +58,8 @@ fn annotated_effect(tool: &str) -> ToolEffect {
 }
 
 /// The effect a call is treated with, and whether it needs approval.
-pub fn classify(cfg: &GatewayConfig, tool: &str) -> (ToolEffect, bool) {
-    let hinted = annotated_effect(tool);
+pub fn classify(cfg: &GatewayConfig, tool: &str, known: Option<&Tool>) -> (ToolEffect, bool) {
+    let hinted = annotated_effect(known);
     match policy_of(cfg, tool) {
         Some(p) => {
             let effect = p.effect.max(hinted);
@@ -94,7 +96,18 @@ pub async fn check(
             None,
         ));
     }
-    let (effect, needs_approval) = classify(cfg, &tool);
+    // The tool's definition: its schema is checked and its annotations read on every call,
+    // so a tool the gateway has not seen is looked up (every page) before it is refused.
+    let Some(known) = definition(call, &tool).await else {
+        return Err(refused(
+            id,
+            Kind::PolicyBlock,
+            INVALID_PARAMS,
+            format!("Unknown tool: {tool}"),
+            None,
+        ));
+    };
+    let (effect, needs_approval) = classify(cfg, &tool, Some(&known));
     let depth = params
         .pointer(&format!("/_meta/{}", CHAIN_DEPTH_KEY.replace('/', "~1")))
         .and_then(Value::as_u64)
@@ -122,18 +135,22 @@ pub async fn check(
         ));
     };
     let args = p.entry("arguments").or_insert_with(|| Value::Object(Map::new()));
-    let known = tool_cache().get(&tool);
-    let checked = crate::guard::check_arguments(
-        &tool,
-        policy_of(cfg, &tool),
-        &cfg.tool_defaults,
-        known.as_ref().and_then(|t| t.input_validator()),
-        args,
-        call.gw.resolver.as_ref(),
-    )
-    .await;
+    let guard = crate::guard::Context {
+        tool: &tool,
+        policy: policy_of(cfg, &tool),
+        defaults: &cfg.tool_defaults,
+        definition: Some(&known),
+        protected: &cfg.protected_paths,
+        resolver: call.gw.resolver.as_ref(),
+    };
+    let checked = crate::guard::check_arguments(&guard, args).await;
     let args = match (checked, params.get_mut("arguments").map(Value::take)) {
-        (Ok(()), Some(Value::Object(m))) => m,
+        (Ok(notes), Some(Value::Object(m))) => {
+            for n in notes {
+                call.event_for(n.kind, &format!("{tool}: {}", n.detail));
+            }
+            m
+        }
         (Err(r), _) => {
             return Err(refused(
                 id,
@@ -143,7 +160,7 @@ pub async fn check(
                 None,
             ));
         }
-        (Ok(()), _) => {
+        (Ok(_), _) => {
             return Err(refused(
                 id,
                 Kind::ValidationFailure,
@@ -177,7 +194,7 @@ pub async fn check(
                 ));
             }
             None => {
-                let preview = preview(call, &tool, &args).await;
+                let preview = preview(call, id, &tool, &args, &known).await?;
                 let plan = call.gw.approvals.propose(&tool, args, who, preview);
                 call.gw.audit.record(
                     "approval_requested",
@@ -188,6 +205,8 @@ pub async fn check(
                         "plan_hash": plan.hash,
                         "tool": tool,
                         "effect": format!("{effect:?}").to_lowercase(),
+                        "arguments": crate::mediate::redacted(&Value::Object(plan.arguments.clone())),
+                        "preview": plan.preview,
                     }),
                 );
                 return Ok(Err(plan_result(id, &plan, call.rev.stateless())));
@@ -202,39 +221,8 @@ pub async fn check(
     }
 
     // Budgets and rates, counted only for calls that go to the server.
+    budget(call, id, &tool, effect)?;
     let limits = &cfg.limits;
-    let q = &call.gw.quotas;
-    let over = |e: crate::quota::Exceeded| {
-        refused(
-            id,
-            Kind::RateLimit,
-            LIMIT_EXCEEDED,
-            format!("Limit reached: {}; retry after {} s", e.limit, e.retry_after_seconds),
-            Some(json!({"limit": e.limit, "retryAfterSeconds": e.retry_after_seconds})),
-        )
-    };
-    if let Some(p) = policy_of(cfg, &tool)
-        && let Some(rate) = p.rate_per_minute
-    {
-        q.take(who, &format!("calls of {tool} per minute"), u64::from(rate), MINUTE)
-            .map_err(over)?;
-    }
-    q.take(
-        who,
-        "tool calls per principal per hour",
-        u64::from(limits.max_tool_calls_per_principal_per_hour),
-        HOUR,
-    )
-    .map_err(over)?;
-    if effect > ToolEffect::Read {
-        q.take(
-            who,
-            "mutations per principal per hour",
-            u64::from(limits.max_mutations_per_principal_per_hour),
-            HOUR,
-        )
-        .map_err(over)?;
-    }
     if let Some(s) = &call.session {
         use std::sync::atomic::Ordering::Relaxed;
         let session_over = |limit: &str| {
@@ -258,14 +246,58 @@ pub async fn check(
     Ok(Ok(Passed { effect, approval }))
 }
 
-/// The tool's dry-run answer, where the spec names a dry-run argument.
-async fn preview(call: &Call, tool: &str, args: &Map<String, Value>) -> Option<Value> {
-    let dry = policy_of(&call.cfg, tool)?.dry_run.as_ref()?;
+/// The tool's definition, listing the server's tools again (rate-limited) when it is unknown.
+async fn definition(call: &Call, tool: &str) -> Option<std::sync::Arc<Tool>> {
+    if let Some(t) = call.gw.tools.get(tool) {
+        return Some(t);
+    }
+    if !call.gw.tools.refresh_allowed() {
+        return None;
+    }
+    let upstream = match &call.session {
+        Some(s) => s.upstream.clone(),
+        None => call.gw.shared_upstream().await.ok()?,
+    };
+    let timeout = Duration::from_secs(u64::from(call.cfg.limits.request_timeout_seconds));
+    match crate::tools::list_all(&upstream, upstream.rev, timeout).await {
+        Ok(tools) => call.gw.tools.learn(&tools),
+        Err(e) => tracing::debug!(error = %e, "listing the server's tools failed"),
+    }
+    call.gw.tools.get(tool)
+}
+
+/// The tool's dry-run answer, where the spec names a dry-run argument that the tool itself
+/// declares as a flag (a tool that does not know the argument would ignore it and act). The
+/// preview is a real call of the server: it is budgeted and audited like any call.
+async fn preview(
+    call: &Call,
+    id: &Value,
+    tool: &str,
+    args: &Map<String, Value>,
+    known: &Tool,
+) -> Result<Option<Value>, Refused> {
+    let Some(dry) = policy_of(&call.cfg, tool).and_then(|p| p.dry_run.as_ref()) else {
+        return Ok(None);
+    };
+    if !known.declares_flag(&dry.argument) {
+        call.event_for(
+            Kind::PolicyBlock,
+            &format!(
+                "{tool}: no preview: the tool does not declare the dry-run argument {}",
+                dry.argument
+            ),
+        );
+        return Ok(None);
+    }
+    budget(call, id, tool, ToolEffect::Read)?;
     let mut a = args.clone();
     a.insert(dry.argument.clone(), Value::Bool(true));
     let upstream = match &call.session {
         Some(s) => s.upstream.clone(),
-        None => call.gw.shared_upstream().await.ok()?,
+        None => match call.gw.shared_upstream().await {
+            Ok(u) => u,
+            Err(_) => return Ok(None),
+        },
     };
     let mut params = json!({"name": tool, "arguments": a});
     if call.rev.stateless() && upstream.rev.stateless() {
@@ -274,11 +306,63 @@ async fn preview(call: &Call, tool: &str, args: &Map<String, Value>) -> Option<V
             "io.modelcontextprotocol/clientCapabilities": {},
         });
     }
+    let params_hash = crate::audit::digest(&params);
     let timeout = Duration::from_secs(u64::from(call.cfg.limits.request_timeout_seconds));
-    let answer = upstream.call("tools/call", Some(params), timeout).await.ok()?;
-    let mut result = answer.get("result")?.clone();
-    crate::mediate::result("tools/call", &mut result, &call.cfg.limits);
-    Some(result)
+    let answer = upstream.call("tools/call", Some(params), timeout).await.ok();
+    let mut result = answer.as_ref().and_then(|a| a.get("result")).cloned();
+    if let Some(r) = result.as_mut() {
+        crate::mediate::result("tools/call", r, &call.cfg.limits);
+    }
+    crate::forward::audit_call(
+        call,
+        "tools/call",
+        Some(tool),
+        Some(&params_hash),
+        "preview",
+        "dry run for an approval plan",
+        result.as_ref().map(crate::audit::digest).as_deref(),
+        None,
+    );
+    Ok(result)
+}
+
+/// Counts a call that reaches the server against the principal's rates and budgets.
+fn budget(call: &Call, id: &Value, tool: &str, effect: ToolEffect) -> Result<(), Refused> {
+    let limits = &call.cfg.limits;
+    let who = call.principal.subject.as_str();
+    let q = &call.gw.quotas;
+    let over = |e: crate::quota::Exceeded| {
+        refused(
+            id,
+            Kind::RateLimit,
+            LIMIT_EXCEEDED,
+            format!("Limit reached: {}; retry after {} s", e.limit, e.retry_after_seconds),
+            Some(json!({"limit": e.limit, "retryAfterSeconds": e.retry_after_seconds})),
+        )
+    };
+    if let Some(p) = policy_of(&call.cfg, tool)
+        && let Some(rate) = p.rate_per_minute
+    {
+        q.take(who, &format!("calls of {tool} per minute"), u64::from(rate), MINUTE)
+            .map_err(over)?;
+    }
+    q.take(
+        who,
+        "tool calls per principal per hour",
+        u64::from(limits.max_tool_calls_per_principal_per_hour),
+        HOUR,
+    )
+    .map_err(over)?;
+    if effect > ToolEffect::Read {
+        q.take(
+            who,
+            "mutations per principal per hour",
+            u64::from(limits.max_mutations_per_principal_per_hour),
+            HOUR,
+        )
+        .map_err(over)?;
+    }
+    Ok(())
 }
 
 /// The result returned instead of running a call that needs approval: a tool error the model

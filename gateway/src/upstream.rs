@@ -84,6 +84,9 @@ pub struct Pipe {
     /// Message-oriented transports (stdio socket, legacy SSE) write through this.
     out: Option<mpsc::Sender<Value>>,
     http: Option<Arc<HttpPipe>>,
+    /// The stdio bridge connection's reader and writer: aborting them closes the socket, and
+    /// the bridge then stops the server process (its whole group).
+    process: Option<Arc<Vec<tokio::task::AbortHandle>>>,
 }
 
 /// One client (and connection pool) for every connection to the server: sessions share it.
@@ -116,7 +119,7 @@ impl Pipe {
         let (rd, mut wr) = stream.into_split();
         let (out_tx, mut out_rx) = mpsc::channel::<Value>(64);
         let (in_tx, in_rx) = mpsc::channel(256);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(v) = out_rx.recv().await {
                 let mut line = v.to_string();
                 line.push('\n');
@@ -125,7 +128,7 @@ impl Pipe {
                 }
             }
         });
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut reader = BufReader::new(rd);
             let mut line = Vec::new();
             loop {
@@ -160,7 +163,21 @@ impl Pipe {
                 }
             }
         });
-        Ok((Pipe { out: Some(out_tx), http: None }, in_rx))
+        let process = Arc::new(vec![writer.abort_handle(), reader.abort_handle()]);
+        Ok((Pipe { out: Some(out_tx), http: None, process: Some(process) }, in_rx))
+    }
+
+    /// Whether this connection is a server process of its own (the stdio bridge), which can
+    /// be recycled.
+    pub fn is_process(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// Closes a stdio connection at once: the bridge stops the server process and its group.
+    pub fn kill(&self) {
+        if let Some(tasks) = &self.process {
+            tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        }
     }
 
     fn streamable_http(url: &str, bounds: Bounds) -> Result<(Pipe, Incoming), UpstreamError> {
@@ -174,7 +191,7 @@ impl Pipe {
             incoming,
             bounds,
         };
-        Ok((Pipe { out: None, http: Some(Arc::new(http)) }, in_rx))
+        Ok((Pipe { out: None, http: Some(Arc::new(http)), process: None }, in_rx))
     }
 
     async fn legacy_sse(url: &str, bounds: Bounds) -> Result<(Pipe, Incoming), UpstreamError> {
@@ -238,7 +255,7 @@ impl Pipe {
                 let _ = c.post(&endpoint).json(&msg).send().await;
             }
         });
-        Ok((Pipe { out: Some(out_tx), http: None }, in_rx))
+        Ok((Pipe { out: Some(out_tx), http: None, process: None }, in_rx))
     }
 
     pub async fn send(&self, msg: Value) -> Result<(), UpstreamError> {
@@ -493,6 +510,14 @@ impl Exchange {
         self.session.forget(&self.upstream_id);
     }
 
+    /// The request ran out of time. The server is told to stop; a stdio server, which may go
+    /// on working regardless, is recycled: its connection (and so its process) is closed.
+    /// Returns whether it was.
+    pub async fn timed_out(&mut self) -> bool {
+        self.cancel("the gateway's request timeout elapsed").await;
+        self.session.recycle()
+    }
+
     /// The next message for this request; the final one settles the exchange.
     pub async fn next(&mut self) -> Option<Value> {
         let m = self.rx.recv().await;
@@ -619,7 +644,7 @@ impl Session {
         match tokio::time::timeout(timeout, wait).await {
             Ok(r) => r,
             Err(_) => {
-                ex.cancel("timeout").await;
+                ex.timed_out().await;
                 Err(UpstreamError::Timeout(timeout))
             }
         }
@@ -638,6 +663,18 @@ impl Session {
 
     pub async fn close(&self) {
         self.pipe.close().await;
+    }
+
+    /// Ends a stdio server process (see [`Pipe::kill`]); every request still waiting on it is
+    /// answered with an error. `false` for other transports, which are left alone.
+    pub fn recycle(&self) -> bool {
+        if !self.pipe.is_process() {
+            return false;
+        }
+        self.pipe.kill();
+        close_all(&self.routing, UpstreamError::Closed);
+        warn!("a request timed out: the stdio server process was stopped and will be restarted");
+        true
     }
 }
 

@@ -24,12 +24,15 @@ struct Setup {
     idp: Idp,
     audit: PathBuf,
     public_key: PathBuf,
+    /// The server's own URL (for the positive control: what it sees when reached directly).
+    server_url: String,
     _server: Proc,
 }
 
 async fn setup() -> Setup {
     let idp = idp().await;
     let (server, url) = python_http().await;
+    let server_url = url.clone();
     let dir = scratch("policy");
     // The audit signing key, as a Secret would carry it (PKCS#8 PEM).
     let signing = {
@@ -65,12 +68,19 @@ async fn setup() -> Setup {
          "arguments": [{"name": "path", "required": true, "pathRoots": ["/data", "/srv/shared"]}]},
         {"name": "fetch", "effect": "read",
          "arguments": [{"name": "url", "required": true, "url": {"schemes": ["https", "http"]}}]},
+        {"name": "read_many", "effect": "read",
+         "arguments": [{"name": "/paths/*", "pathRoots": ["/data", "/srv/shared"]}]},
+        {"name": "fetch_all", "effect": "read",
+         "arguments": [{"name": "/targets/*/url", "url": {"schemes": ["https", "http"]}}]},
         {"name": "delete_item", "effect": "destructive", "dryRun": {"argument": "dry_run"}}
     ]);
+    // Where the server's Secrets would be mounted: never a tool's input.
+    cfg["protectedPaths"] = json!(["/data/credentials"]);
     cfg["audit"] = json!({"enabled": true, "checkpointEvery": 10,
-                          "signingKeyFile": signing.0, "file": audit});
+                          "signingKeyFile": signing.0, "file": audit,
+                          "headFile": dir.join("audit-head.json")});
     let gw = gateway(cfg).await;
-    Setup { gw, idp, audit, public_key: signing.1, _server: server }
+    Setup { gw, idp, audit, public_key: signing.1, server_url, _server: server }
 }
 
 /// One stateless request with a bearer token (and a traceparent to find it in the audit log).
@@ -147,6 +157,9 @@ async fn tokens_are_verified_and_never_reach_the_server() {
     assert_eq!(status, 200, "{body}");
     let shown = call_tool(&s, &s.idp.token("alice"), "show_auth", json!({}), None).await;
     assert_eq!(text_of(&shown), "none", "the upstream saw an Authorization header: {shown}");
+    // Positive control: the probe does see a header sent to the server directly.
+    let direct = show_auth_directly(&s.server_url, "Bearer probe-credential").await;
+    assert_eq!(direct, "Bearer probe-credential", "the probe cannot see headers at all");
 
     // No token: 401 with the RFC 9728 pointer.
     let (status, h, _) = list(None).await;
@@ -232,6 +245,46 @@ async fn tokens_are_verified_and_never_reach_the_server() {
         .filter(|r| r["type"] == "security_event" && r["kind"] == "auth_failure")
         .count();
     assert!(failures >= 12, "auth failures are audited: {failures}");
+}
+
+/// `show_auth` called on the server itself (session era, raw HTTP), with `authorization`.
+async fn show_auth_directly(url: &str, authorization: &str) -> String {
+    let http = reqwest::Client::new();
+    let post = |sid: Option<String>, body: Value| {
+        let mut r = http
+            .post(url)
+            .header("authorization", authorization)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(sid) = sid {
+            r = r.header("mcp-session-id", sid).header("mcp-protocol-version", "2025-11-25");
+        }
+        r.send()
+    };
+    let init = post(None, json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}))
+    .await
+    .unwrap();
+    let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let _ = init.text().await;
+    let _ =
+        post(Some(sid.clone()), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await
+            .unwrap();
+    let r = post(
+        Some(sid),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "show_auth", "arguments": {}}}),
+    )
+    .await
+    .unwrap();
+    let body = r.text().await.unwrap();
+    // JSON, or one SSE event.
+    let json =
+        body.lines().find_map(|l| l.strip_prefix("data:")).unwrap_or(&body).trim().to_string();
+    let v: Value = serde_json::from_str(&json).unwrap();
+    text_of(&v)
 }
 
 // --- authorization with a real SDK client, and session binding ------------------------------
@@ -381,6 +434,14 @@ fn url_attacks() -> Vec<String> {
         "http://evil.example\\@127.0.0.1/",
         "http://this-name-does-not-resolve.invalid/",
         "not a url",
+        // Tunnelling IPv6 prefixes are not public (Teredo, NAT64 local use, ORCHID).
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+        "http://[64:ff9b:1::a9fe:a9fe]/",
+        "http://[2001:20::1]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        // Names that spell internal addresses (wildcard DNS).
+        "http://169.254.169.254.nip.io/",
+        "http://10-0-0-1.sslip.io/",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -399,9 +460,23 @@ async fn the_argument_attack_suite_is_refused_and_audited() {
         PATH_ATTACKS.iter().map(|p| ("read_file", json!({"path": p}))).collect();
     let urls = url_attacks();
     cases.extend(urls.iter().map(|u| ("fetch", json!({"url": u}))));
-    // Safety flags smuggled into arguments.
+    // Safety flags smuggled into arguments, in any casing and word separation, at any depth.
     cases.push(("read_file", json!({"path": "/data/a.txt", "dangerouslySkipApproval": true})));
     cases.push(("read_file", json!({"path": "/data/a.txt", "options": {"force": true}})));
+    cases.push(("read_file", json!({"path": "/data/a.txt", "Dangerously-Skip-Approval": true})));
+    cases.push(("read_file", json!({"path": "/data/a.txt", "SKIP_APPROVAL": true})));
+    cases.push(("read_file", json!({"path": "/data/a.txt", "x": [{"no-confirm": 1}]})));
+    // Paths and URLs inside arrays and nested objects are reached by wildcard pointers.
+    cases.push(("read_many", json!({"paths": ["/data/ok.txt", "/etc/passwd"]})));
+    cases.push(("read_many", json!({"paths": ["/data/../etc/shadow"]})));
+    cases.push((
+        "fetch_all",
+        json!({"targets": [{"url": "https://93.184.216.34/"}, {"url": "http://169.254.169.254/"}]}),
+    ));
+    cases.push(("fetch_all", json!({"targets": [{"url": "http://[::1]/"}]})));
+    // The server's Secret mounts are never a tool's input, even under an allowed root.
+    cases.push(("read_file", json!({"path": "/data/credentials/token"})));
+    cases.push(("read_many", json!({"paths": ["/data/credentials"]})));
     assert!(cases.len() >= 60, "{} cases", cases.len());
     let mut missing = vec![];
     for (i, (tool, args)) in cases.iter().enumerate() {
@@ -436,6 +511,37 @@ async fn the_argument_attack_suite_is_refused_and_audited() {
         let answer = call_tool(&s, &token, tool, args.clone(), None).await;
         assert_eq!(text_of(&answer), expect, "{tool} {args}: {answer}");
     }
+    // The canonical form of a URL is what was judged, and what the server receives.
+    for (given, forwarded) in [
+        ("https://93.184.216.34:443/a/./b/../c", "https://93.184.216.34/a/c"),
+        ("http://0x5db8d822/x", "http://93.184.216.34/x"),
+        ("HTTP://93.184.216.34/%7Euser", "http://93.184.216.34/%7Euser"),
+    ] {
+        let answer = call_tool(&s, &token, "fetch", json!({"url": given}), None).await;
+        assert_eq!(text_of(&answer), format!("fetched {forwarded}"), "{given}: {answer}");
+    }
+    let answer = call_tool(
+        &s,
+        &token,
+        "fetch_all",
+        json!({"targets": [{"url": "https://0x5db8d822/"}, {"url": "https://93.184.216.34/b"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        text_of(&answer),
+        "fetched https://93.184.216.34/,https://93.184.216.34/b",
+        "{answer}"
+    );
+    let answer =
+        call_tool(&s, &token, "read_many", json!({"paths": ["/data/a", "/srv/shared/b"]}), None)
+            .await;
+    assert_eq!(text_of(&answer), "read /data/a,/srv/shared/b", "{answer}");
+    // Arguments a listed tool neither declares nor has a rule for are refused by default.
+    let answer =
+        call_tool(&s, &token, "read_file", json!({"path": "/data/a", "mode": "raw"}), None).await;
+    let message = answer.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.contains("'mode'"), "undeclared argument: {answer}");
     // Arguments that contradict the tool's declared inputSchema never reach the server.
     for args in [json!({"a": "one", "b": 2}), json!({"a": 1}), json!({"a": 1.5, "b": 2})] {
         let answer = call_tool(&s, &token, "add", args.clone(), None).await;
@@ -536,9 +642,22 @@ async fn a_destructive_call_runs_only_after_its_exact_plan_is_approved() {
     );
     assert_eq!(deleted(&s).await, "db-1");
     let records = audit_records(&s);
-    assert!(records.iter().any(|r| r["type"] == "approval"
-        && r["approver"] == "carol"
-        && r["plan_hash"] == hash.as_str()));
+    let approval = records
+        .iter()
+        .find(|r| {
+            r["type"] == "approval" && r["approver"] == "carol" && r["plan_hash"] == hash.as_str()
+        })
+        .expect("the approval is audited");
+    // What was approved is in the record: the arguments and the preview the approver saw.
+    assert_eq!(approval["arguments"], json!({"name": "db-1"}), "{approval}");
+    assert_eq!(approval["preview"]["content"][0]["text"], "would delete db-1", "{approval}");
+    // The preview was a call of the server: audited as one.
+    assert!(
+        records.iter().any(|r| r["type"] == "call"
+            && r["decision"] == "preview"
+            && r["name"] == "delete_item"),
+        "the dry run is audited"
+    );
     assert!(records.iter().any(|r| r["type"] == "call"
         && r["approval_id"] == id.as_str()
         && r["decision"] == "allow"));
@@ -631,12 +750,80 @@ async fn secrets_are_redacted_and_the_audit_chain_detects_tampering() {
         assert_eq!(code, Some(1), "{name}: {out}");
         assert!(out.contains(&format!("line {line}:")), "{name}: {out}");
     }
-    // A forged checkpoint signature is caught with the key.
+    // Without the signing key, anyone can rewrite a record and recompute the chain after it:
+    // the hashes then agree, and only the signatures tell. A flipped decision, re-chained.
     let mut forged = lines.clone();
-    let cp = forged.iter().position(|l| l.contains("\"type\":\"checkpoint\"")).unwrap();
-    let mut rec: Value = serde_json::from_str(&forged[cp]).unwrap();
-    rec["signature"] = json!("00".repeat(64));
-    forged[cp] = rec.to_string();
-    let (code, out) = verify(&write("forged", &forged));
+    let target = forged.iter().position(|l| l.contains("\"decision\":\"allow\"")).unwrap();
+    let mut prev: Option<String> = None;
+    for line in forged.iter_mut().skip(target) {
+        let mut rec: Value = serde_json::from_str(line).unwrap();
+        if prev.is_none() {
+            rec["decision"] = json!("deny");
+        }
+        if let Some(p) = &prev {
+            rec["prev"] = json!(p);
+            if rec["type"] == "checkpoint" || rec["type"] == "boot" {
+                rec["signed"] = json!(p);
+            }
+        }
+        rec.as_object_mut().unwrap().remove("hash");
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(rec.to_string().as_bytes()));
+        rec["hash"] = json!(hash);
+        prev = Some(hash);
+        *line = rec.to_string();
+    }
+    let path = write("forged", &forged);
+    let unkeyed =
+        std::process::Command::new(bin).args(["audit", "verify"]).arg(&path).output().unwrap();
+    assert_eq!(unkeyed.status.code(), Some(0), "the re-chained log is consistent without the key");
+    let (code, out) = verify(&path);
     assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("signature does not verify"), "{out}");
+}
+
+/// Hole 6 of the audit: after a restart the chain continues from the kept head with a signed
+/// boot record; removing records before the restart breaks the chain at that record.
+#[tokio::test]
+async fn the_audit_chain_survives_a_restart_and_shows_a_removed_tail() {
+    let mut s = setup().await;
+    let alice = s.idp.token("alice");
+    for i in 0..4 {
+        call_tool(&s, &alice, "echo", json!({"message": format!("before {i}")}), None).await;
+    }
+    // Killed, not stopped: no final checkpoint is written.
+    s.gw.proc.0.kill().await.unwrap();
+    let before = std::fs::read_to_string(&s.audit).unwrap().lines().count();
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.gw.config_path).unwrap()).unwrap();
+    s.gw = gateway(cfg).await;
+    call_tool(&s, &alice, "echo", json!({"message": "after"}), None).await;
+    let lines: Vec<String> =
+        std::fs::read_to_string(&s.audit).unwrap().lines().map(str::to_string).collect();
+    let boot = lines.iter().rposition(|l| l.contains("\"type\":\"boot\"")).unwrap();
+    assert_eq!(boot, before, "the restarted gateway begins with a boot record");
+    let verify = |lines: &[String]| {
+        let p = scratch("restart").join("audit.jsonl");
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        let out = std::process::Command::new(gateway_bin())
+            .args(["audit", "verify"])
+            .arg(&p)
+            .arg("--public-key")
+            .arg(&s.public_key)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = verify(&lines);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 restarts"), "{out}");
+    // The restarted container's own output verifies by itself.
+    let (code, out) = verify(&lines[boot..]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("after a restart"), "{out}");
+    // The last records before the restart removed: broken at the boot record.
+    let mut cut = lines.clone();
+    cut.drain(boot - 2..boot);
+    let (code, out) = verify(&cut);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("line {}:", boot - 1)), "{out}");
 }

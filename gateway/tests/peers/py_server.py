@@ -43,6 +43,18 @@ def fetch(url: str) -> str:
     return f"fetched {url}"
 
 
+@mcp.tool()
+def read_many(paths: list[str]) -> str:
+    """Pretend to read several files."""
+    return "read " + ",".join(paths)
+
+
+@mcp.tool()
+def fetch_all(targets: list[dict[str, str]]) -> str:
+    """Pretend to fetch several URLs."""
+    return "fetched " + ",".join(t.get("url", "") for t in targets)
+
+
 @mcp.tool(annotations={"destructiveHint": True, "readOnlyHint": False})
 def delete_item(name: str, dry_run: bool = False) -> str:
     """Delete an item, or say what would be deleted."""
