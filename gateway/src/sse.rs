@@ -30,6 +30,11 @@ impl Parser {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         while let Some(nl) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+            // Any line longer than an event may be is refused, complete or not, so the verdict
+            // does not depend on how the bytes were split (comments and unknown fields too).
+            if nl > self.max_event {
+                return Err(TooLarge(self.max_event));
+            }
             // A CR LF pair counts as one line ending.
             let mut end = nl + 1;
             if self.buf[nl] == b'\r' {

@@ -95,7 +95,15 @@ fn http_client() -> reqwest::Client {
         // Loopback only: the server runs in the same pod. The provider must exist before any
         // rustls-backed client is built, whichever binary or test builds it first.
         palisade_https::install_crypto_provider();
-        reqwest::Client::builder().no_proxy().pool_max_idle_per_host(64).build().unwrap_or_default()
+        // Idle connections are dropped before common servers' keep-alive timeouts (Node and
+        // uvicorn close them after 5 s), so a request is never sent on a connection the server
+        // is closing ("the server could not be reached" under light load).
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(std::time::Duration::from_secs(3))
+            .build()
+            .unwrap_or_default()
     });
     CLIENT.clone()
 }

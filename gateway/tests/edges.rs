@@ -96,7 +96,8 @@ fn code(a: &Answer) -> i64 {
 
 async fn setup() -> (Proc, Gw) {
     let (server, url) = python_http().await;
-    let mut cfg = config(json!({"kind": "http", "url": url, "sse": false}), ALL_VERSIONS);
+    let mut cfg =
+        config_allowing_unlisted(json!({"kind": "http", "url": url, "sse": false}), ALL_VERSIONS);
     cfg["limits"] = json!({"maxMessageBytes": 4096});
     (server, gateway(cfg).await)
 }
@@ -314,7 +315,11 @@ async fn sessions_are_bound_to_their_revision_and_fail_closed() {
 async fn tasks_are_negotiated_away_and_requests_run_directly() {
     // The reference server supports task-augmented tools/call (2025-11-25).
     let (_server, url) = everything_http().await;
-    let gw = gateway(config(json!({"kind": "http", "url": url, "sse": false}), ALL_VERSIONS)).await;
+    let gw = gateway(config_allowing_unlisted(
+        json!({"kind": "http", "url": url, "sse": false}),
+        ALL_VERSIONS,
+    ))
+    .await;
     let w = Wire::new(&gw.url);
     let (sid, init) = w
         .initialize(
@@ -406,8 +411,10 @@ async fn subscriptions_reach_their_client_over_http_and_stdio() {
         "stdio".to_string(),
     ];
     let (_bridge, socket) = bridge(&argv, &[]).await;
-    let gw =
-        gateway(config(json!({"kind": "stdio", "socket": socket, "sandbox": {}}), ALL_VERSIONS))
-            .await;
+    let gw = gateway(config_allowing_unlisted(
+        json!({"kind": "stdio", "socket": socket, "sandbox": {}}),
+        ALL_VERSIONS,
+    ))
+    .await;
     subscription_through(&gw).await;
 }

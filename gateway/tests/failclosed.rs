@@ -36,8 +36,10 @@ async fn hostile(tools: Value, limits: Value) -> Hostile {
         calls.display().to_string(),
     ];
     let (bridge, socket) = bridge(&argv, &[]).await;
-    let mut cfg =
-        config(json!({"kind": "stdio", "socket": socket, "sandbox": {}}), &[SESSION, STATELESS]);
+    let mut cfg = config_allowing_unlisted(
+        json!({"kind": "stdio", "socket": socket, "sandbox": {}}),
+        &[SESSION, STATELESS],
+    );
     cfg["tools"] = tools;
     cfg["limits"] = limits;
     let audit = dir.join("audit.jsonl");

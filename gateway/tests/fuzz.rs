@@ -48,6 +48,46 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// JSON-RPC ids: strings and integers.
+fn id() -> impl Strategy<Value = Value> {
+    prop_oneof![any::<i64>().prop_map(|n| json!(n)), "[a-zA-Z0-9-]{0,16}".prop_map(Value::String)]
+}
+
+fn object() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map("[a-zA-Z_]{1,8}", json_value(), 0..4)
+        .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
+}
+
+/// Envelopes of every kind, well formed: what a conforming peer sends.
+fn valid_envelope() -> impl Strategy<Value = Value> {
+    let method = "[a-z]{1,10}(/[a-zA-Z]{1,10}){0,2}";
+    prop_oneof![
+        (id(), method, prop::option::of(object())).prop_map(|(id, m, p)| {
+            let mut v = json!({"jsonrpc": "2.0", "id": id, "method": m});
+            if let Some(p) = p {
+                v["params"] = p;
+            }
+            v
+        }),
+        (method, prop::option::of(object())).prop_map(|(m, p)| {
+            let mut v = json!({"jsonrpc": "2.0", "method": m});
+            if let Some(p) = p {
+                v["params"] = p;
+            }
+            v
+        }),
+        (id(), object()).prop_map(|(id, r)| json!({"jsonrpc": "2.0", "id": id, "result": r})),
+        (prop::option::of(id()), any::<i32>(), "[ -~]{0,40}", prop::option::of(json_value()))
+            .prop_map(|(id, code, message, data)| {
+                let mut e = json!({"code": code, "message": message});
+                if let Some(d) = data {
+                    e["data"] = d;
+                }
+                json!({"jsonrpc": "2.0", "id": id.unwrap_or(Value::Null), "error": e})
+            }),
+    ]
+}
+
 fn revisions() -> Vec<Rev> {
     ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]
         .iter()
@@ -63,8 +103,27 @@ proptest! {
         if let Ok(m) = Message::parse(&v) {
             // What parses re-serialises to an envelope that parses to the same message.
             let again = Message::parse(&m.to_value()).expect("a parsed message round-trips");
-            prop_assert_eq!(again.method(), m.method());
+            prop_assert_eq!(again, m);
         }
+    }
+
+    /// Every well-formed envelope is accepted and round-trips to itself; one unknown member
+    /// or a wrong version makes the same envelope refused.
+    #[test]
+    fn well_formed_envelopes_are_accepted_and_round_trip(
+        v in valid_envelope(),
+        extra in "[a-z]{3,8}",
+    ) {
+        let m = Message::parse(&v);
+        prop_assert!(m.is_ok(), "refused {}: {:?}", v, m.err());
+        let m = m.unwrap();
+        prop_assert_eq!(m.to_value(), v.clone());
+        let mut smuggled = v.clone();
+        smuggled[extra.as_str()] = json!(1);
+        prop_assert!(Message::parse(&smuggled).is_err(), "accepted {}", smuggled);
+        let mut old = v;
+        old["jsonrpc"] = json!("1.0");
+        prop_assert!(Message::parse(&old).is_err());
     }
 
     #[test]
@@ -97,9 +156,16 @@ proptest! {
                 prop_assert_eq!(events.clone(), a);
                 prop_assert!(events.iter().all(|e| e.data.len() <= 512));
             }
-            // An oversized event is refused however the bytes arrive.
-            (Err(_), _, _) => {}
-            (Ok(_), first, second) => prop_assert!(first.is_err() || second.is_err()),
+            // An oversized event is refused however the bytes arrive...
+            (Err(_), first, second) => prop_assert!(first.is_err() || second.is_err()),
+            // ...and what is accepted whole is accepted split.
+            (Ok(events), first, second) => prop_assert!(
+                false,
+                "accepted whole ({} events) but not split: {:?} {:?}",
+                events.len(),
+                first.err(),
+                second.err()
+            ),
         }
     }
 
@@ -134,6 +200,24 @@ proptest! {
         let out = sanitize::text(&format!("{prefix} connect {internal}:5432 failed in {path}"));
         prop_assert!(!out.contains(&internal), "{}", out);
         prop_assert!(!out.contains(&path), "{}", out);
+    }
+
+    /// Plain paths under a root are accepted (so the property below is not vacuous).
+    #[test]
+    fn plain_paths_under_a_root_are_accepted(
+        root in prop_oneof![Just("/data"), Just("/srv/shared")],
+        segments in prop::collection::vec("[a-zA-Z0-9_-][a-zA-Z0-9._-]{0,11}", 0..5),
+    ) {
+        let p = format!("{root}/{}", segments.join("/"));
+        let roots = vec!["/data".to_string(), "/srv/shared".to_string()];
+        let devices = ["CON", "PRN", "AUX", "NUL", "COM", "LPT"];
+        let device = segments.iter().any(|s| {
+            let stem = s.split('.').next().unwrap_or(s).to_ascii_uppercase();
+            devices.iter().any(|d| stem.starts_with(d))
+        });
+        let dots = segments.iter().any(|s| s.trim_end_matches(['.', ' ']).is_empty());
+        prop_assume!(!device && !dots);
+        prop_assert!(check_path(&p, &roots).is_ok(), "refused {:?}: {:?}", p, check_path(&p, &roots));
     }
 
     #[test]

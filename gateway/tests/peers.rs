@@ -1,5 +1,7 @@
 //! The gateway between the official MCP SDKs and real servers, in both protocol eras and over
-//! every transport: Streamable HTTP, stdio through the bridge, and legacy HTTP+SSE.
+//! every transport: Streamable HTTP, stdio through the bridge, and legacy HTTP+SSE. The gateway
+//! runs with the default tool policy (`unlisted: Deny`): only the tools the clients use are
+//! listed, and the others are hidden from them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,6 +12,10 @@ use serde_json::{Value, json};
 fn assert_flow(out: &Value, what: &str) {
     let tools = out["tools"].as_array().unwrap_or_else(|| panic!("{what}: {out}"));
     assert!(tools.len() >= 3, "{what}: {out}");
+    // Default deny: the server's other tools (get-env among them) are hidden.
+    for t in tools {
+        assert!(PEER_TOOLS.contains(&t.as_str().unwrap()), "{what}: unlisted {t} is visible");
+    }
     assert_eq!(out["echo"], "Echo: hello through palisade", "{what}");
     assert!(!out["resources"].as_array().unwrap().is_empty(), "{what}");
     assert!(out["read"].as_str().is_some_and(|r| !r.is_empty()), "{what}: {out}");
@@ -69,8 +75,11 @@ async fn the_reference_filesystem_server_over_stdio() {
         config(json!({"kind": "stdio", "socket": socket, "sandbox": {}}), &["2025-11-25"]);
     // The server annotates write_file as destructive; without this entry the gateway would
     // hold the call for approval (tests/policy.rs covers that flow).
-    cfg["tools"] = json!([{"name": "write_file", "effect": "destructive", "requireApproval": false,
-        "arguments": [{"name": "path", "pathRoots": [root.display().to_string()]}]}]);
+    cfg["tools"].as_array_mut().unwrap().push(
+        json!({"name": "write_file", "effect": "destructive",
+        "requireApproval": false,
+        "arguments": [{"name": "path", "pathRoots": [root.display().to_string()]}]}),
+    );
     let gw = gateway(cfg).await;
     let out = client(
         &python(),
@@ -105,7 +114,7 @@ async fn a_python_sdk_server_in_each_era() {
         assert_eq!(out["echo"], "Echo: hello through palisade", "{mode}: {out}");
         assert_progress(&out, &format!("python server {mode}"));
         assert_eq!(out["read"], "hello from python", "{mode}");
-        assert_eq!(out["prompts"], json!(["greet"]));
+        assert!(out["prompts"].as_array().unwrap().contains(&json!("greet")), "{mode}: {out}");
     }
     let v2 = ts_client("ts_v2_client.mjs", &gw.url, None).await;
     assert_eq!(v2["echo"], "Echo: hello through palisade", "{v2}");

@@ -48,8 +48,10 @@ async fn setup() -> Setup {
         (key_file, pub_file)
     };
     let audit = dir.join("audit.jsonl");
-    let mut cfg =
-        config(json!({"kind": "http", "url": url, "sse": false}), &["2025-11-25", STATELESS]);
+    let mut cfg = config_allowing_unlisted(
+        json!({"kind": "http", "url": url, "sse": false}),
+        &["2025-11-25", STATELESS],
+    );
     cfg["listen"]["resourceUri"] = json!(AUDIENCE);
     cfg["auth"] = json!({
         "oidc": {"issuer": idp.issuer, "audience": AUDIENCE, "requiredScopes": [SCOPE]},
@@ -826,4 +828,239 @@ async fn the_audit_chain_survives_a_restart_and_shows_a_removed_tail() {
     let (code, out) = verify(&cut);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains(&format!("line {}:", boot - 1)), "{out}");
+}
+
+// --- every endpoint needs a token, and roles grant methods, resources and prompts -------------
+
+#[tokio::test]
+async fn streams_deletes_and_resumption_need_a_token_and_the_owner() {
+    let s = setup().await;
+    let http = reqwest::Client::new();
+    let init = http
+        .post(&s.gw.url)
+        .bearer_auth(s.idp.token("alice"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let request = |method: reqwest::Method, token: Option<String>, resume: bool| {
+        let mut r = http
+            .request(method, &s.gw.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25");
+        if resume {
+            r = r.header("last-event-id", "0");
+        }
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    for (method, resume) in [
+        (reqwest::Method::GET, false),
+        (reqwest::Method::GET, true),
+        (reqwest::Method::DELETE, false),
+    ] {
+        let anonymous = request(method.clone(), None, resume).await.unwrap();
+        assert_eq!(anonymous.status().as_u16(), 401, "{method} (resume {resume}) without a token");
+        let other = request(method.clone(), Some(s.idp.token("bob")), resume).await.unwrap();
+        assert_eq!(other.status().as_u16(), 404, "{method} (resume {resume}) by another principal");
+    }
+    // Control: the owner may open the stream and end the session.
+    let stream = request(reqwest::Method::GET, Some(s.idp.token("alice")), false).await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    drop(stream);
+    let end = request(reqwest::Method::DELETE, Some(s.idp.token("alice")), false).await.unwrap();
+    assert_eq!(end.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn roles_grant_methods_resources_and_prompts() {
+    let s = setup().await;
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.gw.config_path).unwrap()).unwrap();
+    cfg["authorization"]["roles"].as_array_mut().unwrap().push(json!(
+        {"name": "notes", "subjects": [{"claim": "sub", "values": ["dave"]}],
+         "methods": ["resources/list", "resources/read", "prompts/list", "prompts/get"],
+         "resources": ["note://hello"], "prompts": ["greet"]}));
+    let mut s = s;
+    s.gw = gateway(cfg).await;
+    let gw = &s.gw;
+    let ask = |who: &str, method: &'static str, params: Value| {
+        let (url, token) = (gw.url.clone(), s.idp.token(who));
+        let name =
+            params.get("name").or(params.get("uri")).and_then(Value::as_str).map(str::to_string);
+        async move { stateless(&url, Some(&token), method, name.as_deref(), params, None).await.2 }
+    };
+    let listed = ask("dave", "resources/list", json!({})).await;
+    let uris: Vec<&str> = listed
+        .pointer("/result/resources")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, vec!["note://hello"], "{listed}");
+    let ok = ask("dave", "resources/read", json!({"uri": "note://hello"})).await;
+    assert_eq!(ok.pointer("/result/contents/0/text"), Some(&json!("hello from python")), "{ok}");
+    let hidden = ask("dave", "resources/read", json!({"uri": "note://secret"})).await;
+    assert_eq!(
+        hidden.pointer("/error/code"),
+        Some(&json!(-32002)),
+        "answered as unknown: {hidden}"
+    );
+    let prompts = ask("dave", "prompts/list", json!({})).await;
+    let names: Vec<&str> = prompts
+        .pointer("/result/prompts")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["greet"], "{prompts}");
+    let refused = ask("dave", "prompts/get", json!({"name": "internal_prompt"})).await;
+    assert!(
+        refused.pointer("/error/message").unwrap().as_str().unwrap().contains("Unknown prompt"),
+        "{refused}"
+    );
+    // A method no role of the principal grants: as if it did not exist, and audited.
+    let denied = ask("dave", "tools/list", json!({})).await;
+    assert_eq!(denied.pointer("/error/code"), Some(&json!(-32601)), "{denied}");
+    // Control: the admin sees everything.
+    let all = ask("alice", "resources/list", json!({})).await;
+    assert!(all.pointer("/result/resources").unwrap().as_array().unwrap().len() >= 2, "{all}");
+    let events = audit_records(&s);
+    assert!(
+        events.iter().any(|r| r["kind"] == "policy_block"
+            && r["principal"] == "dave"
+            && r["detail"].as_str().unwrap_or_default().contains("tools/list")),
+        "the denial is audited"
+    );
+}
+
+// --- mTLS as a second factor, and certificate-bound tokens ------------------------------------
+
+struct ClientPki {
+    ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl ClientPki {
+    fn new() -> ClientPki {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = p.self_signed(&key).unwrap();
+        ClientPki { ca_pem: ca.pem(), issuer: rcgen::Issuer::new(p, key) }
+    }
+
+    /// A client certificate naming `spiffe://test/<name>`: (PEM of cert and key, DER of cert).
+    fn client(&self, name: &str) -> (String, Vec<u8>) {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(format!("spiffe://test/{name}")).unwrap(),
+        )];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (format!("{}{}", cert.pem(), key.serialize_pem()), cert.der().to_vec())
+    }
+}
+
+#[tokio::test]
+async fn mtls_is_a_second_factor_and_bound_tokens_need_their_certificate() {
+    let idp = idp().await;
+    let (_server, url) = python_http().await;
+    let dir = scratch("mtls");
+    let server_ca =
+        palisade_https::ca::Authority::generate("gateway CA", std::time::Duration::from_secs(3600))
+            .unwrap();
+    let leaf = server_ca
+        .issue_server(&["localhost".to_string()], std::time::Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
+    let clients = ClientPki::new();
+    std::fs::write(dir.join("client-ca.pem"), &clients.ca_pem).unwrap();
+    let mut cfg =
+        config_allowing_unlisted(json!({"kind": "http", "url": url, "sse": false}), &[STATELESS]);
+    cfg["listen"]["tls"] = json!({"certFile": dir.join("tls.crt"), "keyFile": dir.join("tls.key")});
+    cfg["listen"]["resourceUri"] = json!(AUDIENCE);
+    cfg["auth"] = json!({
+        "oidc": {"issuer": idp.issuer, "audience": AUDIENCE, "requiredScopes": [SCOPE]},
+        "oidcCaFile": idp.ca_file,
+        "mtls": {"clientCaFile": dir.join("client-ca.pem"), "principalFrom": "UriSan"},
+        "mode": "AllOf",
+    });
+    cfg["authorization"] = json!({"roles": [{"name": "all", "subjects": [{"claim": "sub", "values": ["alice"]}],
+        "methods": ["**"], "tools": ["*"]}]});
+    let gw = gateway(cfg).await;
+    let url = gw.url.replace("127.0.0.1", "localhost");
+    let client = |identity: Option<&str>| {
+        let mut b = reqwest::Client::builder().add_root_certificate(
+            reqwest::Certificate::from_pem(server_ca.cert_pem.as_bytes()).unwrap(),
+        );
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let list = |http: reqwest::Client, token: Option<String>| {
+        let url = url.clone();
+        async move {
+            let mut r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", STATELESS)
+                .header("mcp-method", "tools/list")
+                .body(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+                    "io.modelcontextprotocol/protocolVersion": STATELESS,
+                    "io.modelcontextprotocol/clientCapabilities": {}}}})
+                    .to_string(),
+                );
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    let (alice_cert, alice_der) = clients.client("alice");
+    let (other_cert, _) = clients.client("mallory");
+    // AllOf: the token alone, or the certificate alone, is not enough.
+    assert_eq!(
+        list(client(None), Some(idp.token("alice"))).await,
+        401,
+        "token without a certificate"
+    );
+    assert_eq!(list(client(Some(&alice_cert)), None).await, 401, "certificate without a token");
+    assert_eq!(list(client(Some(&alice_cert)), Some(idp.token("alice"))).await, 200, "both");
+    // RFC 8705: a token bound to alice's certificate works with it and with no other.
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(&alice_der));
+    let mut claims = idp.claims("alice");
+    claims["cnf"] = json!({"x5t#S256": thumbprint});
+    let bound = idp.sign(&claims);
+    assert_eq!(
+        list(client(Some(&alice_cert)), Some(bound.clone())).await,
+        200,
+        "bound, right certificate"
+    );
+    assert_eq!(
+        list(client(Some(&other_cert)), Some(bound)).await,
+        401,
+        "bound, another certificate"
+    );
 }

@@ -3,8 +3,10 @@
 //! every case our verdict agrees with a JSON Schema validator run on the official file (with
 //! `additionalProperties: false` added where Palisade closes an object by policy).
 //!
-//! The schema and examples are data of the workplace (`shared/mcp-schemas`), read at test time
-//! and never copied into the repository. Set PALISADE_MCP_SCHEMAS to their directory.
+//! The schema and examples are data of the workplace (`../shared/mcp-schemas`, beside the
+//! repository), read at test time and never copied into it. PALISADE_MCP_SCHEMAS names another
+//! directory. Without them the tests fail; PALISADE_SKIP_MCP_SCHEMAS=1 skips them explicitly
+//! (local runs only: CI has the directory).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -13,13 +15,21 @@ use palisade_gateway::jsonrpc::Message;
 use palisade_gateway::validate::{self, Direction, R2026};
 use serde_json::{Value, json};
 
+/// The schemas' directory; `None` only when skipping was asked for explicitly.
 fn schemas_dir() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var("PALISADE_MCP_SCHEMAS").ok().map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mcp-schemas")),
-        Some(PathBuf::from("/work/shared/mcp-schemas")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.join("2026-07-28.schema.json").exists())
+    if std::env::var("PALISADE_SKIP_MCP_SCHEMAS").is_ok_and(|v| v == "1") {
+        eprintln!("skipped on request (PALISADE_SKIP_MCP_SCHEMAS=1)");
+        return None;
+    }
+    let dir = std::env::var("PALISADE_MCP_SCHEMAS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mcp-schemas"));
+    assert!(
+        dir.join("2026-07-28.schema.json").exists(),
+        "the official MCP schemas are missing at {} (set PALISADE_MCP_SCHEMAS, or PALISADE_SKIP_MCP_SCHEMAS=1 to skip locally)",
+        dir.display()
+    );
+    Some(dir)
 }
 
 /// Definition name -> the method it belongs to.
@@ -206,10 +216,7 @@ fn pointer_obj<'a>(v: &'a mut Value, path: &str) -> &'a mut serde_json::Map<Stri
 
 #[test]
 fn official_examples_pass_and_mutations_agree_with_the_official_schema() {
-    let Some(dir) = schemas_dir() else {
-        eprintln!("SKIPPED: the MCP schemas are not available here (set PALISADE_MCP_SCHEMAS)");
-        return;
-    };
+    let Some(dir) = schemas_dir() else { return };
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("2026-07-28.schema.json")).unwrap())
             .unwrap();
@@ -275,8 +282,10 @@ fn official_examples_pass_and_mutations_agree_with_the_official_schema() {
     eprintln!(
         "{checked} official examples accepted, {mutated} mutations rejected in agreement with the official schema"
     );
-    assert!(checked >= 25, "only {checked} examples were checked");
-    assert!(mutated >= 40, "only {mutated} mutations were rejected");
+    // The counts of the schemas of 2026-07-28 as published (57 examples, 176 mutations): a
+    // drop means examples went unchecked.
+    assert!(checked >= 57, "only {checked} examples were checked");
+    assert!(mutated >= 176, "only {mutated} mutations were rejected");
 }
 
 /// The top-level members (name -> required) of a params or result object in an official
@@ -339,10 +348,7 @@ const NEGOTIATED_AWAY: &[&str] =
 /// required-ness as the official schema of that revision.
 #[test]
 fn every_revision_has_the_official_methods_params_and_results() {
-    let Some(dir) = schemas_dir() else {
-        eprintln!("SKIPPED: the MCP schemas are not available here (set PALISADE_MCP_SCHEMAS)");
-        return;
-    };
+    let Some(dir) = schemas_dir() else { return };
     let mut problems = Vec::new();
     let mut compared = 0;
     for (i, rev_name) in palisade_core::revisions::KNOWN.iter().enumerate() {
@@ -423,5 +429,5 @@ fn every_revision_has_the_official_methods_params_and_results() {
         "{compared} method definitions across {} revisions agree",
         palisade_core::revisions::KNOWN.len()
     );
-    assert!(compared >= 100, "only {compared} methods compared");
+    assert!(compared >= 130, "only {compared} methods compared");
 }

@@ -318,8 +318,119 @@ async fn oversized_headers_are_refused() {
     .await;
     let cfg = client_config(&pki.ca_pem, &[b"http/1.1"], None, &[&rustls::version::TLS13]);
     let big = format!("X-Big: {}\r\n", "a".repeat(64 * 1024));
-    let (_, resp) = get(port, cfg, &big).await.unwrap();
-    assert!(resp.starts_with("HTTP/1.1 431") || resp.is_empty(), "{}", &resp[..resp.len().min(80)]);
+    let (_, resp) = get(port, cfg.clone(), &big).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 431"), "{:?}", &resp[..resp.len().min(80)]);
+    // Control: a request within the limit is served.
+    let (_, ok) = get(port, cfg, "X-Small: a\r\n").await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let _ = stop.send(());
+}
+
+/// An HTTP/2 connection over TLS, as a client that can reset its own streams.
+async fn h2_client(
+    port: u16,
+    cfg: Arc<rustls::ClientConfig>,
+) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn h2_request(port: u16) -> http::Request<()> {
+    http::Request::builder().uri(format!("https://localhost:{port}/")).body(()).unwrap()
+}
+
+/// Opens and resets 2000 streams as fast as one connection allows, then asks once more:
+/// whether the connection still serves a request.
+async fn survives_rapid_resets(port: u16, cfg: Arc<rustls::ClientConfig>) -> bool {
+    let (mut send, conn) = h2_client(port, cfg).await;
+    for _ in 0..2000 {
+        send = match send.ready().await {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        match send.send_request(h2_request(port), false) {
+            Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => return false,
+        }
+    }
+    // Streams the server accepted before their reset may still count against its
+    // concurrency for a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = async {
+        let send = send.ready().await.ok()?;
+        let (resp, _) = send.clone().send_request(h2_request(port), true).ok()?;
+        resp.await.ok().map(|r| r.status() == 200)
+    };
+    let ok =
+        tokio::time::timeout(Duration::from_secs(10), served).await.ok().flatten() == Some(true);
+    conn.abort();
+    ok
+}
+
+/// CVE-2023-44487: a client that opens streams and resets them at once is cut off after the
+/// configured number of pending resets. Control: with the limit out of reach, the same flood
+/// leaves the connection serving, so the limit is what ends it.
+#[tokio::test]
+async fn http2_rapid_reset_floods_end_the_connection() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(&["localhost"], false);
+    let cfg = client_config(&pki.ca_pem, &[b"h2"], None, &[&rustls::version::TLS13]);
+    let mut verdicts = vec![];
+    for pending in [20, 1_000_000] {
+        let limits = Limits {
+            max_pending_reset_streams: pending,
+            max_local_error_resets: 1_000_000,
+            ..Limits::default()
+        };
+        let (port, stop, _t) = start(
+            CertStore::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(),
+            ClientAuth::None,
+            Duration::ZERO,
+            limits,
+        )
+        .await;
+        verdicts.push(survives_rapid_resets(port, cfg.clone()).await);
+        let _ = stop.send(());
+    }
+    assert_eq!(verdicts, vec![false, true], "(limit 20, no limit): connection survived?");
+}
+
+/// Connections beyond the cap wait: their TLS handshake does not complete until a served
+/// connection ends.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(&["localhost"], false);
+    let limits = Limits { max_connections: 2, ..Limits::default() };
+    let (port, stop, _t) = start(
+        CertStore::from_pem(cert.as_bytes(), key.as_bytes()).unwrap(),
+        ClientAuth::None,
+        Duration::ZERO,
+        limits,
+    )
+    .await;
+    let cfg = client_config(&pki.ca_pem, &[b"h2"], None, &[&rustls::version::TLS13]);
+    let (a, conn_a) = h2_client(port, cfg.clone()).await;
+    let (b, conn_b) = h2_client(port, cfg.clone()).await;
+    let third = tokio::spawn(h2_client(port, cfg));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!third.is_finished(), "a third connection was served beyond the cap of 2");
+    drop(a);
+    conn_a.abort();
+    let (mut c, _conn_c) = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    c = c.ready().await.unwrap();
+    let (resp, _) = c.send_request(h2_request(port), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    drop(b);
+    conn_b.abort();
     let _ = stop.send(());
 }
 

@@ -136,7 +136,22 @@ pub async fn bridge(argv: &[String], extra_env: &[&str]) -> (Proc, String) {
     (p, socket.display().to_string())
 }
 
-/// A gateway config: `upstream` as in the config file, everything allowed to `anonymous`.
+/// The tools the peer clients use (the reference servers' and the Python test server's),
+/// listed so that gateways run with Palisade's default `unlisted: Deny`.
+pub const PEER_TOOLS: &[&str] = &[
+    "echo",
+    "get-sum",
+    "get-tiny-image",
+    "get-structured-content",
+    "trigger-long-running-operation",
+    "add",
+    "slow_count",
+    "read_text_file",
+    "list_directory",
+];
+
+/// A gateway config: `upstream` as in the config file, everything allowed to `anonymous`, and
+/// the default tool policy (`unlisted: Deny`) with [`PEER_TOOLS`] listed as `read`.
 pub fn config(upstream: Value, versions: &[&str]) -> Value {
     json!({
         "server": {"name": "test", "namespace": "test"},
@@ -145,8 +160,17 @@ pub fn config(upstream: Value, versions: &[&str]) -> Value {
         "protocol": {"versions": versions},
         "auth": {},
         "authorization": {"roles": [{"name": "all", "subjects": [{"claim": "sub", "values": ["anonymous"]}], "methods": ["**"], "tools": ["*"], "resources": ["**"], "prompts": ["*"]}]},
-        "toolDefaults": {"unlisted": "AllowAsRead"}
+        "tools": PEER_TOOLS.iter().map(|t| json!({"name": t, "effect": "read"})).collect::<Vec<_>>(),
+        "toolDefaults": {"unlisted": "Deny"}
     })
+}
+
+/// [`config`] with every tool the server lists treated as `read` (tests of other controls).
+pub fn config_allowing_unlisted(upstream: Value, versions: &[&str]) -> Value {
+    let mut cfg = config(upstream, versions);
+    cfg["tools"] = json!([]);
+    cfg["toolDefaults"] = json!({"unlisted": "AllowAsRead"});
+    cfg
 }
 
 pub const ALL_VERSIONS: &[&str] =
@@ -215,6 +239,11 @@ pub async fn client(program: &Path, args: &[String]) -> Value {
             .expect("client runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
     let line = stdout
         .lines()
         .rev()

@@ -84,6 +84,32 @@ def leak() -> str:
 
 
 DELETED: list[str] = []
+CANCELLED: list[str] = []
+
+
+@mcp.tool()
+async def wait(seconds: float, tag: str) -> str:
+    """Waits; records the tag when the request is cancelled before it finishes."""
+    try:
+        await asyncio.sleep(seconds)
+    except BaseException:
+        CANCELLED.append(tag)
+        raise
+    return f"waited {tag}"
+
+
+@mcp.tool()
+def cancelled() -> str:
+    """The tags of the wait calls that were cancelled."""
+    return ",".join(CANCELLED)
+
+
+@mcp.tool()
+def show_trace(ctx: Context) -> str:
+    """The traceparent this server received in the request's _meta."""
+    params = ctx.request_context.params or {}
+    meta = params.get("_meta") or {}
+    return meta.get("traceparent", "none")
 
 
 @mcp.resource("note://hello")
@@ -92,10 +118,22 @@ def hello() -> str:
     return "hello from python"
 
 
+@mcp.resource("note://secret")
+def secret_note() -> str:
+    """A note only some roles may read."""
+    return "the secret note"
+
+
 @mcp.prompt()
 def greet(name: str) -> str:
     """Greet someone."""
     return f"Say hello to {name}"
+
+
+@mcp.prompt()
+def internal_prompt() -> str:
+    """A prompt only some roles may use."""
+    return "internal instructions"
 
 
 if __name__ == "__main__":
