@@ -315,6 +315,23 @@ mod tests {
     }
 
     #[test]
+    fn resources_and_prompts_are_redacted_and_bounded_like_tool_results() {
+        let key = "AKIA".to_string() + "IOSFODNN7EXAMPLE";
+        let limits = Limits { max_result_bytes: 1024, ..Limits::default() };
+        let mut prompt = json!({"messages": [
+            {"role": "user", "content": {"type": "text", "text": format!("use {key}")}},
+            {"role": "assistant", "content": {"type": "resource", "resource": {
+                "uri": "note://a", "text": format!("{key} {}", "x".repeat(4000))}}}
+        ]});
+        let m = result("prompts/get", &mut prompt, &limits);
+        assert!(!prompt.to_string().contains(&key), "{prompt}");
+        assert!(m.total_redactions() == 2 && m.truncated_bytes > 0, "{m:?}");
+        let mut read = json!({"contents": [{"uri": "note://a", "text": format!("k={key}")}]});
+        result("resources/read", &mut read, &limits);
+        assert!(!read.to_string().contains(&key), "{read}");
+    }
+
+    #[test]
     fn structured_content_is_bounded() {
         let limits = Limits { max_result_bytes: 1024, ..Limits::default() };
         let mut r = json!({"content": [{"type": "text", "text": "x"}], "structuredContent": {"rows": vec!["y".repeat(100); 50]}});

@@ -115,7 +115,7 @@ impl Session {
             .text()
             .await
             .unwrap();
-        let json = text.lines().filter_map(|l| l.strip_prefix("data:")).last().unwrap_or(&text);
+        let json = text.lines().rev().find_map(|l| l.strip_prefix("data:")).unwrap_or(&text);
         serde_json::from_str(json.trim()).unwrap_or(Value::Null)
     }
 

@@ -215,3 +215,45 @@ fn rendered_workloads_pass_workload_admission() {
         assert!(workload::review_workload(&value, "Deployment", &expect).is_none());
     }
 }
+
+/// Hole 6: a policy can require signed audit checkpoints.
+#[test]
+fn a_policy_can_require_a_signing_key_for_the_audit_chain() {
+    let mut spec = MCPPolicySpec::default();
+    spec.audit.require_signing_key = true;
+    let p = policy_named("audit", spec);
+    let mut s = example("everything-http.yaml");
+    let field = "spec.audit.signingKeySecretRef";
+    assert!(server::review(&s, &[&p]).has("policy.auditSigning", field));
+    assert!(!server::review(&s, &[]).has("policy.auditSigning", field), "the policy's rule");
+    s.spec.audit.signing_key_secret_ref =
+        Some(palisade_api::mcpserver::KeyRef { name: "audit".into(), key: "ed25519.pem".into() });
+    let v = server::review(&s, &[&p]);
+    assert!(v.allowed(), "{}", v.message());
+}
+
+/// Hole 8: a name that resolves inside needs every selecting policy to allow it by name.
+#[test]
+fn internal_host_names_need_every_policy_to_allow_them() {
+    let mut s = example("everything-http.yaml");
+    s.spec.egress.push(EgressRule {
+        cidr: None,
+        host: Some("vault.internal".into()),
+        ports: vec![EgressPort { port: 8200, end_port: None, protocol: PortProtocol::Tcp }],
+    });
+    let field = "spec.egress[2].host";
+    assert!(server::review(&s, &[]).has("baseline.internalHost", field));
+    let mut allow = MCPPolicySpec::default();
+    allow.egress.allowed_internal_hosts = vec!["vault.internal".into()];
+    let allow = policy_named("allow", allow);
+    let strict = policy_named("strict", MCPPolicySpec::default());
+    assert!(!server::review(&s, &[&allow]).has("baseline.internalHost", field));
+    assert!(server::review(&s, &[&allow, &strict]).has("baseline.internalHost", field));
+    let mut other = MCPPolicySpec::default();
+    other.egress.allowed_internal_hosts = vec!["*.internal".into()];
+    let other = policy_named("other", other);
+    assert!(
+        server::review(&s, &[&other]).has("baseline.internalHost", field),
+        "an allowance names the exact host rule"
+    );
+}
