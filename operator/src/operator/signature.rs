@@ -314,9 +314,8 @@ impl Cosign {
             if let Err(e) = self.oci.pull_blob(&att, layer, &mut envelope).await {
                 return Err(unreachable(e.to_string()));
             }
-            let statement = sbom::verify_envelope(&envelope, keys).and_then(|(by, payload)| {
-                sbom::read_statement(&payload, digest, format!("cosign key {by}"))
-            });
+            let statement = sbom::verify_envelope(&envelope, keys)
+                .and_then(|(by, payload)| sbom::read_statement(&payload, digest, by.to_string()));
             match statement {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => debug!(image, "skipping an attestation that is not an SBOM"),
