@@ -44,7 +44,7 @@ enum AuditCommand {
 }
 
 fn audit_verify(file: &std::path::Path, public_key: Option<&std::path::Path>) -> ExitCode {
-    use palisade_gateway::audit;
+    use palisade_gateway::observe::audit;
     let key = match public_key.map(audit::read_public_key).transpose() {
         Ok(k) => k,
         Err(e) => {

@@ -13,7 +13,7 @@ use palisade_https::{ClientAuth, Limits};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::state::Gateway;
+use crate::gateway::Gateway;
 use crate::upstream::Target;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum ServeError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Start(#[from] crate::state::StartError),
+    Start(#[from] crate::gateway::StartError),
 }
 
 pub fn load(path: &PathBuf) -> Result<GatewayConfig, ServeError> {
@@ -47,7 +47,7 @@ async fn status(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "stateless": s.stateless,
         "sessionRevision": s.legacy.map(|r| r.as_str()),
         "toolCount": s.tool_count,
-        "sessions": gw.session_count(),
+        "sessions": gw.sessions.len(),
         "lastError": s.last_error,
     }))
 }
@@ -72,7 +72,7 @@ fn probe_loop(gw: Arc<Gateway>) {
                     "handshake with the server failed; not ready"
                 );
             }
-            let every = match (&gw.target, info.ready) {
+            let every = match (gw.connector.target(), info.ready) {
                 (_, false) => Duration::from_secs(3),
                 (Target::Stdio { .. }, true) => Duration::from_secs(300),
                 (_, true) => Duration::from_secs(30),
@@ -130,7 +130,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
 
     let encode: palisade_https::admin::Encoder = {
         let gw = gw.clone();
-        Arc::new(move || gw.metrics.encode())
+        Arc::new(move || gw.observe.metrics.encode())
     };
     let ready: palisade_https::admin::Readiness = {
         let gw = gw.clone();
@@ -155,18 +155,14 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     palisade_https::serve(
         listener,
         tls,
-        crate::http::router(gw.clone()),
+        crate::transport::router(gw.clone()),
         limits,
         palisade_https::shutdown_signal(),
         drain,
     )
     .await;
-    let ids: Vec<String> =
-        gw.sessions.lock().map(|s| s.keys().cloned().collect()).unwrap_or_default();
-    for id in ids {
-        gw.end_session(&id).await;
-    }
-    gw.audit.flush();
+    gw.end_all_sessions().await;
+    gw.observe.audit.flush();
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     info!("gateway stopped");

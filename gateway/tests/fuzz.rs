@@ -4,10 +4,12 @@
 //! properties are "never panics" plus the invariants each function promises.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use palisade_gateway::guard::{check_path, loose_ipv4};
-use palisade_gateway::jsonrpc::Message;
-use palisade_gateway::validate::{self, METHODS, Rev};
-use palisade_gateway::{headers, sanitize, sse};
+use palisade_gateway::controls::guard::{check_path, loose_ipv4};
+use palisade_gateway::controls::sanitize;
+use palisade_gateway::protocol::jsonrpc::Message;
+use palisade_gateway::protocol::revision::Rev;
+use palisade_gateway::protocol::schema::{self, METHODS};
+use palisade_gateway::protocol::{headers, sse};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -134,8 +136,8 @@ proptest! {
     ) {
         let m = &METHODS[pick.index(METHODS.len())];
         for rev in revisions() {
-            let _ = validate::check_params(m, Some(&v), rev, strict);
-            let _ = validate::check_result(m, &v, rev, strict);
+            let _ = schema::check_params(m, Some(&v), rev, strict);
+            let _ = schema::check_result(m, &v, rev, strict);
         }
     }
 

@@ -892,6 +892,8 @@ async fn roles_grant_methods_resources_and_prompts() {
         {"name": "notes", "subjects": [{"claim": "sub", "values": ["dave"]}],
          "methods": ["resources/list", "resources/read", "prompts/list", "prompts/get"],
          "resources": ["note://hello"], "prompts": ["greet"]}));
+    cfg["listen"]["address"] = json!(format!("127.0.0.1:{}", free_port()));
+    cfg["listen"]["adminAddress"] = json!(format!("127.0.0.1:{}", free_port()));
     let mut s = s;
     s.gw = gateway(cfg).await;
     let gw = &s.gw;

@@ -11,8 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use palisade_gateway::jsonrpc::Message;
-use palisade_gateway::validate::{self, Direction, R2026};
+use palisade_gateway::protocol::jsonrpc::Message;
+use palisade_gateway::protocol::revision::R2026;
+use palisade_gateway::protocol::schema::{self, Direction};
 use serde_json::{Value, json};
 
 /// The schemas' directory; `None` only when skipping was asked for explicitly.
@@ -85,34 +86,32 @@ fn kind_of(def: &str) -> Option<Kind> {
 /// Our verdict: `Ok` when Palisade accepts the instance (strict mode).
 fn ours(kind: Kind, v: &Value) -> Result<(), String> {
     let c2s = |m: &str| {
-        validate::method(m, Direction::ClientToServer, R2026).ok_or(format!("no method {m}"))
+        schema::method(m, Direction::ClientToServer, R2026).ok_or(format!("no method {m}"))
     };
     match kind {
         Kind::Request => match Message::parse(v).map_err(|e| e.message)? {
             Message::Request { method, params, .. } => {
-                validate::check_params(c2s(&method)?, params.as_ref(), R2026, true)
+                schema::check_params(c2s(&method)?, params.as_ref(), R2026, true)
                     .map_err(|e| e.to_string())
             }
             _ => Err("not a request".into()),
         },
         Kind::Params(m) => {
-            validate::check_params(c2s(m)?, Some(v), R2026, true).map_err(|e| e.to_string())
+            schema::check_params(c2s(m)?, Some(v), R2026, true).map_err(|e| e.to_string())
         }
-        Kind::Result(m) => {
-            validate::check_result(c2s(m)?, v, R2026, true).map_err(|e| e.to_string())
-        }
+        Kind::Result(m) => schema::check_result(c2s(m)?, v, R2026, true).map_err(|e| e.to_string()),
         Kind::ResultResponse(m) => match Message::parse(v).map_err(|e| e.message)? {
             Message::Result { result, .. } => {
-                validate::check_result(c2s(m)?, &result, R2026, true).map_err(|e| e.to_string())
+                schema::check_result(c2s(m)?, &result, R2026, true).map_err(|e| e.to_string())
             }
             _ => Err("not a result response".into()),
         },
         Kind::Notification => match Message::parse(v).map_err(|e| e.message)? {
             Message::Notification { method, params } => {
-                let def = validate::method(&method, Direction::ServerToClient, R2026)
-                    .or_else(|| validate::method(&method, Direction::ClientToServer, R2026))
+                let def = schema::method(&method, Direction::ServerToClient, R2026)
+                    .or_else(|| schema::method(&method, Direction::ClientToServer, R2026))
                     .ok_or(format!("no notification {method}"))?;
-                validate::check_params(def, params.as_ref(), R2026, true).map_err(|e| e.to_string())
+                schema::check_params(def, params.as_ref(), R2026, true).map_err(|e| e.to_string())
             }
             _ => Err("not a notification".into()),
         },
@@ -327,8 +326,8 @@ fn members(defs: &Value, schema: &Value) -> std::collections::BTreeMap<String, b
 }
 
 fn ours_members(
-    shape: &validate::Shape,
-    rev: validate::Rev,
+    shape: &schema::Shape,
+    rev: palisade_gateway::protocol::revision::Rev,
 ) -> std::collections::BTreeMap<String, bool> {
     shape
         .fields
@@ -352,7 +351,7 @@ fn every_revision_has_the_official_methods_params_and_results() {
     let mut problems = Vec::new();
     let mut compared = 0;
     for (i, rev_name) in palisade_core::revisions::KNOWN.iter().enumerate() {
-        let rev = validate::Rev(i as u8);
+        let rev = palisade_gateway::protocol::revision::Rev(i as u8);
         let file = dir.join(format!("{rev_name}.schema.json"));
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         let defs = doc.get("$defs").or_else(|| doc.get("definitions")).unwrap();
@@ -382,12 +381,12 @@ fn every_revision_has_the_official_methods_params_and_results() {
                 official_methods.insert((method.to_string(), format!("{direction:?}")));
                 if NEGOTIATED_AWAY.contains(&method) {
                     // Must stay unknown to Palisade, so that they are refused.
-                    if validate::method(method, direction, rev).is_some() {
+                    if schema::method(method, direction, rev).is_some() {
                         problems.push(format!("{rev_name}: {method} should not be served"));
                     }
                     continue;
                 }
-                let Some(m) = validate::method(method, direction, rev) else {
+                let Some(m) = schema::method(method, direction, rev) else {
                     problems.push(format!("{rev_name}: Palisade lacks {method} ({direction:?})"));
                     continue;
                 };
@@ -415,7 +414,7 @@ fn every_revision_has_the_official_methods_params_and_results() {
                 }
             }
         }
-        for m in validate::METHODS.iter().filter(|m| m.since <= rev && rev <= m.until) {
+        for m in schema::METHODS.iter().filter(|m| m.since <= rev && rev <= m.until) {
             if !official_methods.contains(&(m.name.to_string(), format!("{:?}", m.direction))) {
                 problems.push(format!(
                     "{rev_name}: Palisade defines {} ({:?}), the official schema does not",

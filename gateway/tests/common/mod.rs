@@ -194,6 +194,13 @@ pub async fn gateway(cfg: Value) -> Gw {
     let listen = cfg["listen"]["address"].as_str().unwrap().to_string();
     let admin = cfg["listen"]["adminAddress"].as_str().unwrap().to_string();
     let scheme = if cfg["listen"].get("tls").is_some() { "https" } else { "http" };
+    // Readiness is asked of the admin address: another process there would answer for this one.
+    for addr in [&listen, &admin] {
+        assert!(
+            std::net::TcpListener::bind(addr.as_str()).is_ok(),
+            "{addr} is in use: give this gateway addresses of its own"
+        );
+    }
     let proc = spawn(
         Command::new(gateway_bin())
             .arg("serve")

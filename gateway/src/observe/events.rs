@@ -4,8 +4,8 @@
 use serde_json::json;
 use tracing::warn;
 
-use crate::metrics::EventLabel;
-use crate::state::Gateway;
+use super::Observer;
+use super::metrics::EventLabel;
 
 /// Kinds of security events and their ATT&CK mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +68,8 @@ impl Kind {
 }
 
 /// Records a security event. `detail` must not contain secrets or client-visible paths.
-pub fn emit(gw: &Gateway, kind: Kind, request_id: &str, principal: &str, detail: &str) {
-    gw.metrics.security_events.get_or_create(&EventLabel { kind: kind.as_str().into() }).inc();
+pub fn emit(to: &Observer, kind: Kind, request_id: &str, principal: &str, detail: &str) {
+    to.metrics.security_events.get_or_create(&EventLabel { kind: kind.as_str().into() }).inc();
     let event = json!({
         "kind": kind.as_str(),
         "severity": kind.severity(),
@@ -80,5 +80,5 @@ pub fn emit(gw: &Gateway, kind: Kind, request_id: &str, principal: &str, detail:
     });
     warn!(target: "palisade::security", security_event = %event, "{}", kind.as_str());
     // Security events are part of the tamper-evident record too (the record adds `type`).
-    gw.audit.record("security_event", event);
+    to.audit.record("security_event", event);
 }

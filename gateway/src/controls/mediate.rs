@@ -76,7 +76,7 @@ fn redact(s: &mut String, m: &mut Mediation) {
 /// Server-authored text: credentials redacted, then internal detail masked.
 fn clean(s: &mut String, m: &mut Mediation) {
     redact(s, m);
-    let masked = crate::sanitize::text(s);
+    let masked = crate::controls::sanitize::text(s);
     if masked != *s {
         *s = masked;
         m.sanitized += 1;

@@ -1,21 +1,28 @@
-//! Everything a `tools/call` passes before the server sees it: the tool's effect (spec, made
-//! stricter by the server's annotations), budgets and rate limits, argument policy, and the
-//! approval of mutating calls.
+//! Everything a `tools/call` passes before the server sees it: the tool's definition (listed
+//! again once when unknown, else refused), its effect (spec, made stricter by the server's
+//! annotations), chain depth, argument policy, the approval of mutating calls (with a dry-run
+//! preview where the tool declares the flag), and budgets and rate limits. The gate takes
+//! what it needs explicitly ([`Gate`]) and reaches the server only through [`ToolServer`].
 
-use std::time::Duration;
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use palisade_core::config::GatewayConfig;
 use palisade_core::policy::{ToolEffect, ToolPolicy, UnlistedTools};
 use serde_json::{Map, Value, json};
 
-use crate::approvals::{META_KEY, Plan};
-use crate::events::Kind;
-use crate::forward::Call;
-use crate::jsonrpc::{self, INVALID_PARAMS, LIMIT_EXCEEDED, POLICY_REFUSED};
-use crate::tools::Tool;
-
-const HOUR: Duration = Duration::from_secs(3600);
-const MINUTE: Duration = Duration::from_secs(60);
+use crate::controls::approvals::{META_KEY, plan_result};
+use crate::controls::authz::Principal;
+use crate::controls::guard::{self, Resolve};
+use crate::controls::quota::{self, SessionBudget};
+use crate::observe::Observer;
+use crate::observe::audit::CallRecord;
+use crate::observe::events::{self, Kind};
+use crate::protocol::digest::digest;
+use crate::protocol::jsonrpc::{self, INVALID_PARAMS, LIMIT_EXCEEDED, POLICY_REFUSED};
+use crate::protocol::revision::Rev;
+use crate::protocol::tool::Tool;
+use crate::state::{Exceeded, Plan, State};
 /// Where a client (an agent framework) reports how deep in a chain of tool calls it is.
 pub const CHAIN_DEPTH_KEY: &str = "palisade.dev/chainDepth";
 
@@ -72,40 +79,95 @@ pub fn classify(cfg: &GatewayConfig, tool: &str, known: Option<&Tool>) -> (ToolE
     }
 }
 
+/// What the gate needs besides the call's params.
+pub struct Gate<'a> {
+    pub cfg: &'a GatewayConfig,
+    pub principal: &'a Principal,
+    pub request_id: &'a str,
+    /// The client's revision.
+    pub rev: Rev,
+    /// The short session ID, for audit records, and its budget (session era).
+    pub session: Option<(String, &'a SessionBudget)>,
+    pub state: &'a State,
+    pub resolver: &'a dyn Resolve,
+    pub observe: &'a Observer,
+    pub server: &'a dyn ToolServer,
+}
+
+/// The server, as far as the gate reaches it: listing its tools (an unknown tool) and a
+/// dry-run call (the preview of a plan).
+pub trait ToolServer: Send + Sync {
+    fn list_tools(&self) -> BoxFuture<'_, Result<Vec<Value>, String>>;
+    /// Calls a tool with `params` and returns its result, if it answered with one.
+    fn call_tool(&self, params: Value) -> BoxFuture<'_, Option<Value>>;
+    /// Whether requests to this server carry the stateless envelope.
+    fn stateless(&self) -> bool;
+}
+
+impl Gate<'_> {
+    fn event(&self, kind: Kind, detail: &str) {
+        events::emit(self.observe, kind, self.request_id, &self.principal.subject, detail);
+    }
+
+    fn record(
+        &self,
+        tool: &str,
+        params_hash: Option<&str>,
+        decision: &str,
+        reason: &str,
+        result: Option<&str>,
+    ) {
+        CallRecord {
+            request_id: self.request_id,
+            principal: &self.principal.subject,
+            session: self.session.as_ref().map(|(s, _)| s.clone()),
+            revision: self.rev.as_str(),
+            method: "tools/call",
+            name: Some(tool),
+            params_sha256: params_hash,
+            result_sha256: result,
+            decision,
+            reason,
+            extra: None,
+        }
+        .write(&self.observe.audit);
+    }
+}
+
 /// What the gate decided for a call that may go on.
 pub struct Passed {
     pub effect: ToolEffect,
     pub approval: Option<Plan>,
 }
 
+fn over(id: &Value, e: Exceeded) -> Refused {
+    refused(
+        id,
+        Kind::RateLimit,
+        LIMIT_EXCEEDED,
+        format!("Limit reached: {}; retry after {} s", e.limit, e.retry_after_seconds),
+        Some(json!({"limit": e.limit, "retryAfterSeconds": e.retry_after_seconds})),
+    )
+}
+
 /// The gate. `Ok(Err(plan_result))` is the plan returned instead of forwarding.
 pub async fn check(
-    call: &Call,
+    gate: &Gate<'_>,
     id: &Value,
     params: &mut Value,
 ) -> Result<Result<Passed, Value>, Refused> {
-    let cfg = &call.cfg;
-    let who = call.principal.subject.as_str();
+    let cfg = gate.cfg;
+    let who = gate.principal.subject.as_str();
     let tool = params.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let unknown =
+        || refused(id, Kind::PolicyBlock, INVALID_PARAMS, format!("Unknown tool: {tool}"), None);
     if !visible(cfg, &tool) {
-        return Err(refused(
-            id,
-            Kind::PolicyBlock,
-            INVALID_PARAMS,
-            format!("Unknown tool: {tool}"),
-            None,
-        ));
+        return Err(unknown());
     }
     // The tool's definition: its schema is checked and its annotations read on every call,
     // so a tool the gateway has not seen is looked up (every page) before it is refused.
-    let Some(known) = definition(call, &tool).await else {
-        return Err(refused(
-            id,
-            Kind::PolicyBlock,
-            INVALID_PARAMS,
-            format!("Unknown tool: {tool}"),
-            None,
-        ));
+    let Some(known) = definition(gate, &tool).await else {
+        return Err(unknown());
     };
     let (effect, needs_approval) = classify(cfg, &tool, Some(&known));
     let depth = params
@@ -135,19 +197,19 @@ pub async fn check(
         ));
     };
     let args = p.entry("arguments").or_insert_with(|| Value::Object(Map::new()));
-    let guard = crate::guard::Context {
+    let context = guard::Context {
         tool: &tool,
         policy: policy_of(cfg, &tool),
         defaults: &cfg.tool_defaults,
         definition: Some(&known),
         protected: &cfg.protected_paths,
-        resolver: call.gw.resolver.as_ref(),
+        resolver: gate.resolver,
     };
-    let checked = crate::guard::check_arguments(&guard, args).await;
+    let checked = guard::check_arguments(&context, args).await;
     let args = match (checked, params.get_mut("arguments").map(Value::take)) {
         (Ok(notes), Some(Value::Object(m))) => {
             for n in notes {
-                call.event_for(n.kind, &format!("{tool}: {}", n.detail));
+                gate.event(n.kind, &format!("{tool}: {}", n.detail));
             }
             m
         }
@@ -179,9 +241,9 @@ pub async fn check(
         match presented {
             Some(Value::String(approval_id)) => {
                 let plan =
-                    call.gw.approvals.redeem(&approval_id, &tool, &args, who).map_err(|e| {
-                        refused(id, Kind::PolicyBlock, POLICY_REFUSED, e.to_string(), None)
-                    })?;
+                    gate.state.approvals.redeem(&approval_id, &tool, &args, who).await.map_err(
+                        |e| refused(id, Kind::PolicyBlock, POLICY_REFUSED, e.to_string(), None),
+                    )?;
                 approval = Some(plan);
             }
             Some(_) => {
@@ -194,22 +256,25 @@ pub async fn check(
                 ));
             }
             None => {
-                let preview = preview(call, id, &tool, &args, &known).await?;
-                let plan = call.gw.approvals.propose(&tool, args, who, preview);
-                call.gw.audit.record(
+                let preview = preview(gate, id, &tool, &args, &known).await?;
+                let plan =
+                    gate.state.approvals.propose(&tool, args, who, preview).await.map_err(|e| {
+                        refused(id, Kind::PolicyBlock, POLICY_REFUSED, e.to_string(), None)
+                    })?;
+                gate.observe.audit.record(
                     "approval_requested",
                     json!({
-                        "request_id": call.request_id(),
+                        "request_id": gate.request_id,
                         "principal": who,
                         "approval_id": plan.id,
                         "plan_hash": plan.hash,
                         "tool": tool,
                         "effect": format!("{effect:?}").to_lowercase(),
-                        "arguments": crate::mediate::redacted(&Value::Object(plan.arguments.clone())),
+                        "arguments": crate::controls::mediate::redacted(&Value::Object(plan.arguments.clone())),
                         "preview": plan.preview,
                     }),
                 );
-                return Ok(Err(plan_result(id, &plan, call.rev.stateless())));
+                return Ok(Err(plan_result(id, &plan, gate.rev.stateless())));
             }
         }
     }
@@ -221,66 +286,54 @@ pub async fn check(
     }
 
     // Budgets and rates, counted only for calls that go to the server.
-    budget(call, id, &tool, effect)?;
-    let limits = &cfg.limits;
-    if let Some(s) = &call.session {
-        use std::sync::atomic::Ordering::Relaxed;
-        let session_over = |limit: &str| {
-            refused(
-                id,
-                Kind::RateLimit,
-                LIMIT_EXCEEDED,
-                format!("Limit reached: {limit}; start a new session"),
-                Some(json!({"limit": limit})),
-            )
-        };
-        if s.tool_calls.fetch_add(1, Relaxed) >= u64::from(limits.max_tool_calls_per_session) {
-            return Err(session_over("tool calls per session"));
-        }
-        if effect > ToolEffect::Read
-            && s.mutations.fetch_add(1, Relaxed) >= u64::from(limits.max_mutations_per_session)
-        {
-            return Err(session_over("mutations per session"));
-        }
+    quota::tool_call(gate.state.counters.as_ref(), cfg, who, &tool, effect)
+        .await
+        .map_err(|e| over(id, e))?;
+    if let Some((_, budget)) = &gate.session
+        && let Err(limit) = budget.take(cfg, effect)
+    {
+        return Err(refused(
+            id,
+            Kind::RateLimit,
+            LIMIT_EXCEEDED,
+            format!("Limit reached: {limit}; start a new session"),
+            Some(json!({"limit": limit})),
+        ));
     }
     Ok(Ok(Passed { effect, approval }))
 }
 
 /// The tool's definition, listing the server's tools again (rate-limited) when it is unknown.
-async fn definition(call: &Call, tool: &str) -> Option<std::sync::Arc<Tool>> {
-    if let Some(t) = call.gw.tools.get(tool) {
+async fn definition(gate: &Gate<'_>, tool: &str) -> Option<Arc<Tool>> {
+    let tools = &gate.state.tools;
+    if let Some(t) = tools.get(tool) {
         return Some(t);
     }
-    if !call.gw.tools.refresh_allowed() {
+    if !tools.refresh_allowed() {
         return None;
     }
-    let upstream = match &call.session {
-        Some(s) => s.upstream.clone(),
-        None => call.gw.shared_upstream().await.ok()?,
-    };
-    let timeout = Duration::from_secs(u64::from(call.cfg.limits.request_timeout_seconds));
-    match crate::tools::list_all(&upstream, upstream.rev, timeout).await {
-        Ok(tools) => call.gw.tools.learn(&tools),
+    match gate.server.list_tools().await {
+        Ok(listed) => tools.learn(&listed),
         Err(e) => tracing::debug!(error = %e, "listing the server's tools failed"),
     }
-    call.gw.tools.get(tool)
+    tools.get(tool)
 }
 
 /// The tool's dry-run answer, where the spec names a dry-run argument that the tool itself
 /// declares as a flag (a tool that does not know the argument would ignore it and act). The
 /// preview is a real call of the server: it is budgeted and audited like any call.
 async fn preview(
-    call: &Call,
+    gate: &Gate<'_>,
     id: &Value,
     tool: &str,
     args: &Map<String, Value>,
     known: &Tool,
 ) -> Result<Option<Value>, Refused> {
-    let Some(dry) = policy_of(&call.cfg, tool).and_then(|p| p.dry_run.as_ref()) else {
+    let Some(dry) = policy_of(gate.cfg, tool).and_then(|p| p.dry_run.as_ref()) else {
         return Ok(None);
     };
     if !known.declares_flag(&dry.argument) {
-        call.event_for(
+        gate.event(
             Kind::PolicyBlock,
             &format!(
                 "{tool}: no preview: the tool does not declare the dry-run argument {}",
@@ -289,103 +342,36 @@ async fn preview(
         );
         return Ok(None);
     }
-    budget(call, id, tool, ToolEffect::Read)?;
+    quota::tool_call(
+        gate.state.counters.as_ref(),
+        gate.cfg,
+        &gate.principal.subject,
+        tool,
+        ToolEffect::Read,
+    )
+    .await
+    .map_err(|e| over(id, e))?;
     let mut a = args.clone();
     a.insert(dry.argument.clone(), Value::Bool(true));
-    let upstream = match &call.session {
-        Some(s) => s.upstream.clone(),
-        None => match call.gw.shared_upstream().await {
-            Ok(u) => u,
-            Err(_) => return Ok(None),
-        },
-    };
     let mut params = json!({"name": tool, "arguments": a});
-    if call.rev.stateless() && upstream.rev.stateless() {
+    if gate.server.stateless() {
         params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": call.rev.as_str(),
+            "io.modelcontextprotocol/protocolVersion": gate.rev.as_str(),
             "io.modelcontextprotocol/clientCapabilities": {},
         });
     }
-    let params_hash = crate::audit::digest(&params);
-    let timeout = Duration::from_secs(u64::from(call.cfg.limits.request_timeout_seconds));
-    let answer = upstream.call("tools/call", Some(params), timeout).await.ok();
-    let mut result = answer.as_ref().and_then(|a| a.get("result")).cloned();
+    let params_hash = digest(&params);
+    let mut result = gate.server.call_tool(params).await;
     if let Some(r) = result.as_mut() {
-        crate::mediate::result("tools/call", r, &call.cfg.limits);
+        crate::controls::mediate::result("tools/call", r, &gate.cfg.limits);
     }
-    crate::forward::audit_call(
-        call,
-        "tools/call",
-        Some(tool),
+    let result_hash = result.as_ref().map(digest);
+    gate.record(
+        tool,
         Some(&params_hash),
         "preview",
         "dry run for an approval plan",
-        result.as_ref().map(crate::audit::digest).as_deref(),
-        None,
+        result_hash.as_deref(),
     );
     Ok(result)
-}
-
-/// Counts a call that reaches the server against the principal's rates and budgets.
-fn budget(call: &Call, id: &Value, tool: &str, effect: ToolEffect) -> Result<(), Refused> {
-    let limits = &call.cfg.limits;
-    let who = call.principal.subject.as_str();
-    let q = &call.gw.quotas;
-    let over = |e: crate::quota::Exceeded| {
-        refused(
-            id,
-            Kind::RateLimit,
-            LIMIT_EXCEEDED,
-            format!("Limit reached: {}; retry after {} s", e.limit, e.retry_after_seconds),
-            Some(json!({"limit": e.limit, "retryAfterSeconds": e.retry_after_seconds})),
-        )
-    };
-    if let Some(p) = policy_of(&call.cfg, tool)
-        && let Some(rate) = p.rate_per_minute
-    {
-        q.take(who, &format!("calls of {tool} per minute"), u64::from(rate), MINUTE)
-            .map_err(over)?;
-    }
-    q.take(
-        who,
-        "tool calls per principal per hour",
-        u64::from(limits.max_tool_calls_per_principal_per_hour),
-        HOUR,
-    )
-    .map_err(over)?;
-    if effect > ToolEffect::Read {
-        q.take(
-            who,
-            "mutations per principal per hour",
-            u64::from(limits.max_mutations_per_principal_per_hour),
-            HOUR,
-        )
-        .map_err(over)?;
-    }
-    Ok(())
-}
-
-/// The result returned instead of running a call that needs approval: a tool error the model
-/// can read, with the plan in `_meta` for programs.
-fn plan_result(id: &Value, plan: &Plan, stateless: bool) -> Value {
-    let text = format!(
-        "Approval required: this call of '{}' changes state and was not run. An approver must \
-         approve plan {} (approval ID {}) at POST /approvals/{}; then repeat the identical call \
-         with _meta {{\"{META_KEY}\": \"{}\"}}. The approval is single-use and expires in {} s.",
-        plan.tool,
-        plan.hash,
-        plan.id,
-        plan.id,
-        plan.id,
-        crate::approvals::TTL.as_secs()
-    );
-    let mut result = json!({
-        "content": [{"type": "text", "text": text}],
-        "isError": true,
-        "_meta": {"palisade.dev/approvalRequired": plan.view()},
-    });
-    if stateless {
-        result["resultType"] = json!("complete");
-    }
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use crate::policy::Principal;
+use crate::controls::authz::Principal;
 
 /// Keys are re-read after this long even when every `kid` is known (key rotation).
 const JWKS_TTL: Duration = Duration::from_secs(600);

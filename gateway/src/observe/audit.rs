@@ -71,11 +71,6 @@ pub struct Audit {
     chain: Mutex<Chain>,
 }
 
-/// SHA-256 of a JSON value's canonical text (serde_json orders object keys).
-pub fn digest(v: &Value) -> String {
-    hex::encode(Sha256::digest(v.to_string().as_bytes()))
-}
-
 /// The hash of a record: over its canonical text (serde_json orders object keys) without its
 /// own `hash` member, which the caller has removed.
 fn record_hash(text_without_hash: &str) -> String {
@@ -264,6 +259,48 @@ impl Audit {
         {
             self.checkpoint(&mut chain);
         }
+    }
+}
+
+/// One record of a call (allowed, refused, answered with a plan, or a preview): who, what,
+/// the hashes of params and result, the decision and why. Fields are set by name; `extra`
+/// adds what a particular outcome knows (latency, redactions, the approval redeemed).
+#[derive(Debug, Clone, Default)]
+pub struct CallRecord<'a> {
+    pub request_id: &'a str,
+    pub principal: &'a str,
+    pub session: Option<String>,
+    pub revision: &'a str,
+    pub method: &'a str,
+    pub name: Option<&'a str>,
+    pub params_sha256: Option<&'a str>,
+    pub result_sha256: Option<&'a str>,
+    pub decision: &'a str,
+    pub reason: &'a str,
+    pub extra: Option<Value>,
+}
+
+impl CallRecord<'_> {
+    pub fn write(self, audit: &Audit) {
+        if !audit.enabled() {
+            return;
+        }
+        let mut rec = json!({
+            "request_id": self.request_id,
+            "principal": self.principal,
+            "session": self.session,
+            "revision": self.revision,
+            "method": self.method,
+            "name": self.name,
+            "params_sha256": self.params_sha256,
+            "result_sha256": self.result_sha256,
+            "decision": self.decision,
+            "reason": self.reason,
+        });
+        if let (Some(Value::Object(e)), Some(r)) = (self.extra, rec.as_object_mut()) {
+            r.extend(e);
+        }
+        audit.record("call", rec);
     }
 }
 

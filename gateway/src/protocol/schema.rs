@@ -10,29 +10,7 @@
 
 use serde_json::Value;
 
-/// A protocol revision, as an index into `palisade_core::revisions::KNOWN`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Rev(pub u8);
-
-pub const R2024: Rev = Rev(0);
-pub const R2025_03: Rev = Rev(1);
-pub const R2025_06: Rev = Rev(2);
-pub const R2025_11: Rev = Rev(3);
-pub const R2026: Rev = Rev(4);
-
-impl Rev {
-    pub fn parse(s: &str) -> Option<Rev> {
-        palisade_core::revisions::KNOWN.iter().position(|k| *k == s).map(|i| Rev(i as u8))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        palisade_core::revisions::KNOWN[self.0 as usize]
-    }
-
-    pub fn stateless(self) -> bool {
-        self >= R2026
-    }
-}
+use super::revision::{R2024, R2025_03, R2025_06, R2025_11, R2026, Rev};
 
 /// JSON types of MCP fields.
 #[derive(Debug)]

@@ -11,11 +11,11 @@ use palisade_core::policy::{
     ArgumentRule, ArgumentType, FreeText, SafetyFlagAction, ToolDefaults, ToolPolicy, UrlRule,
 };
 
-use crate::tools::Tool;
+use crate::protocol::tool::Tool;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::events::Kind;
+use crate::observe::events::Kind;
 
 const MAX_PATH_BYTES: usize = 4096;
 const MAX_URL_BYTES: usize = 8192;

@@ -41,6 +41,11 @@ pub fn http_status(code: i64) -> u16 {
 /// A JSON-RPC request id: a string or an integer (never null for requests).
 pub type Id = Value;
 
+/// Whether a message is the final one of its request: a result or an error.
+pub fn is_final(m: &Value) -> bool {
+    m.get("result").is_some() || m.get("error").is_some()
+}
+
 fn valid_id(v: &Value) -> bool {
     v.is_string() || v.as_i64().is_some() || v.as_u64().is_some()
 }

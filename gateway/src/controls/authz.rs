@@ -1,5 +1,6 @@
-//! Who the caller is and what they may do. The gateway core asks this module; the identity and
-//! policy features (tokens, argument rules, approvals, redaction) live behind it.
+//! Authorization: what an authenticated principal may do. Roles match claims (or the mTLS
+//! principal) and grant MCP methods and named tools, resources and prompts; nothing is
+//! allowed unless a role allows it. Listings are filtered with the same answers.
 
 use std::sync::RwLock;
 
@@ -55,13 +56,13 @@ const LIFECYCLE: &[&str] = &[
     "notifications/roots/list_changed",
 ];
 
-pub struct Engine {
+pub struct Authorizer {
     roles: RwLock<Vec<Role>>,
 }
 
-impl Engine {
-    pub fn new(cfg: &GatewayConfig) -> Engine {
-        Engine { roles: RwLock::new(cfg.authorization.roles.clone()) }
+impl Authorizer {
+    pub fn new(cfg: &GatewayConfig) -> Authorizer {
+        Authorizer { roles: RwLock::new(cfg.authorization.roles.clone()) }
     }
 
     pub fn reload(&self, cfg: &GatewayConfig) {

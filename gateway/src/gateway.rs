@@ -1,0 +1,266 @@
+//! The gateway of one MCP server: the composition root that the pipeline and the transports
+//! use. It holds the configuration (reloaded from its file), the connector to the server and
+//! what the handshake learned, the state stores and the session registry, the authentication
+//! and authorization controls, and where everything is reported.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use palisade_core::config::{GatewayConfig, Upstream as UpstreamConfig};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::controls::authn::{AuthError, Authenticator};
+use crate::controls::authz::Authorizer;
+use crate::controls::guard::{Resolve, SystemResolver};
+use crate::observe::Observer;
+use crate::observe::audit::{Audit, AuditError};
+use crate::observe::metrics::Metrics;
+use crate::protocol::revision::{R2025_11, R2026, Rev};
+use crate::session::{ClientSession, MemorySessions, SessionRegistry, short};
+use crate::state::State;
+use crate::upstream::probe::{self, Probe, ServerInfo, gateway_initialize};
+use crate::upstream::{Bounds, Connection, Connector, Target, UpstreamError};
+
+pub struct Gateway {
+    config: RwLock<Arc<GatewayConfig>>,
+    pub config_path: Option<PathBuf>,
+    pub connector: Connector,
+    pub sessions: Box<dyn SessionRegistry>,
+    /// The connection that carries stateless-era requests (one per gateway).
+    shared: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    server: RwLock<ServerInfo>,
+    pub in_flight: Arc<Semaphore>,
+    pub observe: Observer,
+    pub authz: Authorizer,
+    pub authn: Authenticator,
+    pub state: State,
+    pub resolver: Box<dyn Resolve>,
+}
+
+/// What can keep a gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+}
+
+pub fn target_of(cfg: &GatewayConfig) -> Target {
+    match &cfg.upstream {
+        UpstreamConfig::Stdio { socket, .. } => Target::Stdio { socket: socket.clone() },
+        UpstreamConfig::Http { url, sse: false } => Target::Http { url: url.clone() },
+        UpstreamConfig::Http { url, sse: true } => Target::Sse { url: url.clone() },
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        config: GatewayConfig,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Gateway>, StartError> {
+        let connector = Connector::new(target_of(&config));
+        let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight as usize));
+        let authz = Authorizer::new(&config);
+        let authn = Authenticator::new(&config)?;
+        let audit = Audit::new(&config.audit)?;
+        Ok(Arc::new(Gateway {
+            config: RwLock::new(Arc::new(config)),
+            config_path,
+            connector,
+            sessions: Box::new(MemorySessions::default()),
+            shared: tokio::sync::Mutex::new(None),
+            server: RwLock::new(ServerInfo::default()),
+            in_flight,
+            observe: Observer { metrics: Metrics::new(), audit },
+            authz,
+            authn,
+            state: State::in_memory(),
+            resolver: Box::new(SystemResolver),
+        }))
+    }
+
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set_config(&self, cfg: GatewayConfig) {
+        self.authz.reload(&cfg);
+        self.authn.forget_verified();
+        // Tools are judged afresh under the new policy: definitions are listed again.
+        self.state.tools.clear();
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(cfg);
+        }
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        let l = &self.config().limits;
+        Bounds {
+            max_message: l.max_message_bytes as usize,
+            max_event: l.max_sse_event_bytes as usize,
+        }
+    }
+
+    pub fn server_info(&self) -> ServerInfo {
+        self.server.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Revisions the gateway accepts from clients.
+    pub fn allowed(&self) -> Vec<Rev> {
+        probe::allowed(&self.config())
+    }
+
+    /// The allowed revisions a client can use on one wire (stateless or session era): what
+    /// `server/discover` and UnsupportedProtocolVersion errors offer, newest first.
+    pub fn supported_on(&self, stateless: bool) -> Vec<&'static str> {
+        let mut revs: Vec<Rev> =
+            self.allowed().into_iter().filter(|r| r.stateless() == stateless).collect();
+        revs.sort_unstable_by(|a, b| b.cmp(a));
+        revs.into_iter().map(Rev::as_str).collect()
+    }
+
+    pub fn session(&self, id: &str) -> Option<Arc<ClientSession>> {
+        self.sessions.get(id)
+    }
+
+    /// A new connection to the server that speaks `rev` (not yet initialized).
+    pub async fn open_upstream(&self, rev: Rev) -> Result<Arc<Connection>, UpstreamError> {
+        self.connector.open(self.bounds(), rev).await
+    }
+
+    /// The connection for stateless traffic: native stateless if the server speaks it, else a
+    /// session-era connection the gateway initialized itself (translation).
+    pub async fn shared_upstream(&self) -> Result<Arc<Connection>, UpstreamError> {
+        let mut guard = self.shared.lock().await;
+        if let Some(s) = guard.as_ref()
+            && s.closed().is_none()
+        {
+            return Ok(s.clone());
+        }
+        let info = self.server_info();
+        let rev = if info.stateless { R2026 } else { info.legacy.unwrap_or(R2025_11) };
+        let connection = self.open_upstream(rev).await?;
+        if rev.stateless() {
+            connection.pipe().set_protocol_version(rev.as_str());
+        } else {
+            let timeout = Duration::from_secs(self.config().limits.request_timeout_seconds as u64);
+            let init =
+                connection.call("initialize", Some(gateway_initialize(rev)), timeout).await?;
+            let agreed = init
+                .pointer("/result/protocolVersion")
+                .and_then(Value::as_str)
+                .and_then(Rev::parse);
+            if agreed != Some(rev) {
+                return Err(UpstreamError::Malformed(format!(
+                    "the server did not accept {}",
+                    rev.as_str()
+                )));
+            }
+            connection.pipe().set_protocol_version(rev.as_str());
+            connection.notify("notifications/initialized", None).await?;
+        }
+        *guard = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Registers a session; `false` when the gateway holds the most sessions it may.
+    pub fn insert_session(&self, s: Arc<ClientSession>) -> bool {
+        let ok = self.sessions.insert(s);
+        self.observe.metrics.sessions.set(self.sessions.len() as i64);
+        ok
+    }
+
+    pub async fn end_session(&self, id: &str) -> bool {
+        let removed = self.sessions.remove(id);
+        self.observe.metrics.sessions.set(self.sessions.len() as i64);
+        match removed {
+            Some(s) => {
+                s.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut st) = s.stream.lock() {
+                    *st = None;
+                }
+                s.upstream.close().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every session (the gateway is stopping).
+    pub async fn end_all_sessions(&self) {
+        for id in self.sessions.ids() {
+            self.end_session(&id).await;
+        }
+    }
+
+    /// Closes sessions idle for longer than the configured timeout.
+    pub async fn reap_idle(&self) {
+        let idle = Duration::from_secs(self.config().limits.idle_timeout_seconds as u64);
+        for id in self.sessions.idle(idle) {
+            info!(session = %short(&id), "session idle; closed");
+            self.end_session(&id).await;
+        }
+    }
+
+    /// Handshake with the server: which eras it speaks, who it is, how many tools it has.
+    pub async fn probe(&self) -> ServerInfo {
+        let cfg = self.config();
+        let info = Probe {
+            connector: &self.connector,
+            bounds: self.bounds(),
+            cfg: &cfg,
+            tools: self.state.tools.as_ref(),
+        }
+        .run()
+        .await;
+        if let Ok(mut s) = self.server.write() {
+            *s = info.clone();
+        }
+        self.observe.metrics.ready.set(i64::from(info.ready));
+        info
+    }
+
+    /// Reloads the config file when it changes; a bad file is reported and ignored.
+    pub fn watch_config(self: &Arc<Self>) {
+        let Some(path) = self.config_path.clone() else { return };
+        let gw = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut seen = mtime(&path);
+            let mut content = std::fs::read(&path).unwrap_or_default();
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let Some(gw) = gw.upgrade() else { return };
+                let now = mtime(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                if bytes == content {
+                    continue;
+                }
+                match GatewayConfig::from_json(&String::from_utf8_lossy(&bytes)) {
+                    Ok(cfg) => {
+                        let old = gw.config();
+                        if cfg.listen != old.listen || cfg.upstream != old.upstream {
+                            warn!(
+                                "listen or upstream changed: restart the gateway to apply them; policy changes applied now"
+                            );
+                        }
+                        gw.set_config(cfg);
+                        content = bytes;
+                        info!("configuration reloaded");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "new configuration is invalid; keeping the current one")
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,140 @@
+//! One client request, from validation to the server and back. The stages run in order and
+//! each may answer instead of going on (`stages.rs`): validate -> authorize -> rate -> tool
+//! gate -> permits -> route. What the server sends back is checked and mediated before the
+//! client sees it (`relay.rs`, `response.rs`). In the session era, `open.rs` opens a session
+//! (`initialize`) and `dispatch.rs` takes the messages of an open one.
+
+pub mod dispatch;
+pub mod open;
+mod relay;
+mod response;
+mod stages;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use palisade_core::config::GatewayConfig;
+use palisade_core::policy::ValidationMode;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::controls::authz::Principal;
+use crate::controls::toolgate::ToolServer;
+use crate::gateway::Gateway;
+use crate::observe::audit::CallRecord;
+use crate::observe::events::{self, Kind};
+use crate::observe::trace::TraceContext;
+use crate::protocol::revision::Rev;
+use crate::session::{ClientSession, short};
+use crate::upstream::Connection;
+use crate::upstream::probe::list_tools;
+
+/// A request refused before it reached the stages: the JSON-RPC error for the client and the
+/// HTTP status the transport answers with.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: Value,
+}
+
+impl Refusal {
+    pub fn new(
+        status: u16,
+        id: Option<Value>,
+        code: i64,
+        message: impl Into<String>,
+        data: Option<Value>,
+    ) -> Refusal {
+        Refusal { status, message: crate::protocol::jsonrpc::error(id, code, message, data) }
+    }
+}
+
+/// Everything known about the request being served.
+pub struct Call {
+    pub gw: Arc<Gateway>,
+    pub cfg: Arc<GatewayConfig>,
+    pub rev: Rev,
+    pub principal: Principal,
+    pub trace: TraceContext,
+    pub session: Option<Arc<ClientSession>>,
+}
+
+/// The answer to a request: a final message now, or a stream of messages ending with it.
+pub enum Reply {
+    Final(Value),
+    Stream(mpsc::Receiver<Value>),
+}
+
+impl Call {
+    pub fn request_id(&self) -> String {
+        self.trace.request_id()
+    }
+
+    pub fn event(&self, kind: Kind, detail: &str) {
+        events::emit(&self.gw.observe, kind, &self.request_id(), &self.principal.subject, detail);
+    }
+
+    fn strict(&self) -> bool {
+        self.cfg.protocol.validation == ValidationMode::Strict
+    }
+
+    /// An audit record of this call, to be completed and written.
+    fn record<'a>(&'a self, request_id: &'a str, method: &'a str) -> CallRecord<'a> {
+        CallRecord {
+            request_id,
+            principal: &self.principal.subject,
+            session: self.session.as_ref().map(|s| short(&s.id)),
+            revision: self.rev.as_str(),
+            method,
+            ..CallRecord::default()
+        }
+    }
+
+    /// The connection this call goes to: its session's, or the gateway's shared one.
+    async fn upstream(&self) -> Result<Arc<Connection>, crate::upstream::UpstreamError> {
+        match &self.session {
+            Some(s) => Ok(s.upstream.clone()),
+            None => self.gw.shared_upstream().await,
+        }
+    }
+}
+
+/// Serves one request from a client.
+pub async fn request(call: Arc<Call>, id: Value, method: String, params: Option<Value>) -> Reply {
+    match stages::run(call, id, method, params).await {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+/// The server as the tool gate reaches it, through this call's connection.
+struct CallServer<'a> {
+    call: &'a Call,
+}
+
+impl ToolServer for CallServer<'_> {
+    fn list_tools(&self) -> BoxFuture<'_, Result<Vec<Value>, String>> {
+        Box::pin(async move {
+            let upstream = self.call.upstream().await.map_err(|e| e.to_string())?;
+            let timeout =
+                Duration::from_secs(u64::from(self.call.cfg.limits.request_timeout_seconds));
+            list_tools(&upstream, timeout).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn call_tool(&self, params: Value) -> BoxFuture<'_, Option<Value>> {
+        Box::pin(async move {
+            let upstream = self.call.upstream().await.ok()?;
+            let timeout =
+                Duration::from_secs(u64::from(self.call.cfg.limits.request_timeout_seconds));
+            let answer = upstream.call("tools/call", Some(params), timeout).await.ok()?;
+            answer.get("result").cloned()
+        })
+    }
+
+    fn stateless(&self) -> bool {
+        self.call.rev.stateless()
+            && self.call.session.is_none()
+            && self.call.gw.server_info().stateless
+    }
+}

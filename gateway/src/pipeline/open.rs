@@ -1,0 +1,208 @@
+//! Opening a session of the session era: the client's `initialize` is checked against the
+//! pinned revisions and its schema, goes to a fresh connection to the server, and the
+//! server's answer must agree to a pinned revision; the session is then registered and the
+//! messages the server starts on its own are checked and mediated on their way to the client.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::Refusal;
+use crate::controls::authz::Principal;
+use crate::controls::mediate;
+use crate::gateway::Gateway;
+use crate::observe::events::{self, Kind};
+use crate::observe::trace::TraceContext;
+use crate::protocol::jsonrpc::{
+    INVALID_PARAMS, INVALID_REQUEST, LIMIT_EXCEEDED, Message, UPSTREAM_INVALID,
+    UPSTREAM_UNAVAILABLE,
+};
+use crate::protocol::revision::Rev;
+use crate::protocol::schema::{self, Direction};
+use crate::protocol::translate::without_tasks;
+use crate::session::{ClientSession, short};
+
+/// What the client asked to open.
+pub struct Opening {
+    pub id: Value,
+    pub params: Option<Value>,
+    pub principal: Principal,
+    pub trace: TraceContext,
+    pub session_id: String,
+    /// The stream the session's messages go to, when the transport has one already (legacy
+    /// SSE); Streamable HTTP attaches it later with GET.
+    pub stream: Option<mpsc::Sender<(u64, String)>>,
+}
+
+/// Opens a session; the answer is the `initialize` response for the client.
+pub async fn open(gw: &Arc<Gateway>, o: Opening) -> Result<(Arc<ClientSession>, Value), Refusal> {
+    let Opening { id, params, principal, trace, session_id, stream } = o;
+    let event = |kind: Kind, detail: &str| {
+        events::emit(&gw.observe, kind, &trace.request_id(), &principal.subject, detail)
+    };
+    let requested = params
+        .as_ref()
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let allowed: Vec<Rev> = gw.allowed().into_iter().filter(|r| !r.stateless()).collect();
+    let Some(rev) = Rev::parse(&requested).filter(|r| allowed.contains(r)) else {
+        let supported = gw.supported_on(false);
+        return Err(Refusal::new(
+            400,
+            Some(id),
+            INVALID_PARAMS,
+            "Unsupported protocol version",
+            Some(json!({"supported": supported, "requested": requested})),
+        ));
+    };
+    let Some(def) = schema::method("initialize", Direction::ClientToServer, rev) else {
+        return Err(Refusal::new(
+            400,
+            Some(id),
+            INVALID_REQUEST,
+            "initialize is not part of this revision",
+            None,
+        ));
+    };
+    if let Err(e) = schema::check_params(def, params.as_ref(), rev, true) {
+        event(Kind::ValidationFailure, &format!("initialize: {e}"));
+        return Err(Refusal::new(
+            400,
+            Some(id),
+            INVALID_PARAMS,
+            format!("Invalid params: {e}"),
+            None,
+        ));
+    }
+    let mut params = params;
+    if let Some(p) = params.as_mut() {
+        without_tasks(p);
+    }
+    let unavailable = |id: &Value| {
+        Refusal::new(
+            200,
+            Some(id.clone()),
+            UPSTREAM_UNAVAILABLE,
+            "The MCP server is unavailable",
+            None,
+        )
+    };
+    let upstream = gw.open_upstream(rev).await.map_err(|_| unavailable(&id))?;
+    let timeout = Duration::from_secs(u64::from(gw.config().limits.request_timeout_seconds));
+    let answer = match upstream.call("initialize", params, timeout).await {
+        Ok(a) => a,
+        Err(_) => {
+            upstream.close().await;
+            return Err(unavailable(&id));
+        }
+    };
+    let Some(result) = answer.get("result") else {
+        upstream.close().await;
+        let mut e = answer.clone();
+        e["id"] = id;
+        mediate::error(&mut e);
+        return Err(Refusal { status: 200, message: e });
+    };
+    if let Err(e) = schema::check_result(def, result, rev, true) {
+        event(Kind::UpstreamValidationFailure, &format!("initialize: {e}"));
+        upstream.close().await;
+        return Err(Refusal::new(
+            200,
+            Some(id),
+            UPSTREAM_INVALID,
+            "The MCP server sent an invalid response",
+            None,
+        ));
+    }
+    // The server must agree to a pinned revision; anything else fails closed.
+    let agreed = result.get("protocolVersion").and_then(Value::as_str).and_then(Rev::parse);
+    let session_rev = match agreed {
+        Some(a) if allowed.contains(&a) && a <= rev => a,
+        _ => {
+            upstream.close().await;
+            return Err(Refusal::new(
+                200,
+                Some(id),
+                UPSTREAM_INVALID,
+                format!(
+                    "The MCP server does not speak {requested}; no pinned revision is available"
+                ),
+                None,
+            ));
+        }
+    };
+    upstream.pipe().set_protocol_version(session_rev.as_str());
+    let per_session = gw.config().limits.max_in_flight_per_session as usize;
+    let session = Arc::new(ClientSession::new(
+        session_id,
+        session_rev,
+        upstream.clone(),
+        principal.clone(),
+        per_session,
+        stream,
+    ));
+    if !gw.insert_session(session.clone()) {
+        upstream.close().await;
+        return Err(Refusal::new(
+            503,
+            Some(id),
+            LIMIT_EXCEEDED,
+            "Too many sessions",
+            Some(json!({"retryAfterSeconds": 30})),
+        ));
+    }
+    relay_unsolicited(gw, &session);
+    info!(session = %short(&session.id), revision = session_rev.as_str(), principal = %principal.subject, "session opened");
+    let mut result = result.clone();
+    without_tasks(&mut result);
+    mediate::listing(&mut result);
+    if let Some(obj) = result.as_object_mut() {
+        obj.insert("protocolVersion".into(), Value::String(session_rev.as_str().into()));
+    }
+    Ok((session, json!({"jsonrpc": "2.0", "id": id, "result": result})))
+}
+
+/// Messages the server starts (notifications, sampling, elicitation) go to the session's
+/// stream after validation and mediation.
+fn relay_unsolicited(gw: &Arc<Gateway>, session: &Arc<ClientSession>) {
+    let (tx, mut rx) = mpsc::channel::<Value>(64);
+    session.upstream.set_unsolicited(tx);
+    let (gw, s) = (gw.clone(), session.clone());
+    tokio::spawn(async move {
+        while let Some(mut m) = rx.recv().await {
+            if s.ended.load(Ordering::Relaxed) {
+                break;
+            }
+            match server_message_ok(&s, &m) {
+                Ok(()) => {
+                    // Log lines, progress, sampling and elicitation requests: server text.
+                    mediate::server_message(&mut m);
+                    s.deliver(&m)
+                }
+                Err(why) => events::emit(
+                    &gw.observe,
+                    Kind::UpstreamValidationFailure,
+                    "-",
+                    &s.principal.subject,
+                    &why,
+                ),
+            }
+        }
+    });
+}
+
+/// A message the server sends on its own must be a request or notification its revision
+/// defines, with valid params.
+fn server_message_ok(s: &ClientSession, m: &Value) -> Result<(), String> {
+    let msg = Message::parse(m).map_err(|e| format!("malformed server message: {}", e.message))?;
+    let method = msg.method().ok_or("a stray response from the server")?.to_string();
+    let def = schema::method(&method, Direction::ServerToClient, s.rev)
+        .ok_or_else(|| format!("the server sent {method}, undefined in {}", s.rev.as_str()))?;
+    schema::check_params(def, m.get("params"), s.rev, true).map_err(|e| format!("{method}: {e}"))
+}

@@ -1,0 +1,89 @@
+//! Connections to the MCP server: a message pipe per transport (stdio bridge socket,
+//! Streamable HTTP, legacy HTTP+SSE), request/response correlation on top of it, and the
+//! start-up handshake probe.
+
+pub mod connection;
+pub mod pipe;
+pub mod probe;
+
+use std::time::Duration;
+
+pub use connection::{Connection, Exchange};
+pub use pipe::Pipe;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    #[error("the server could not be reached")]
+    Unreachable(String),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the server sent a malformed message")]
+    Malformed(String),
+    #[error("the server's message exceeded {0} bytes")]
+    TooLarge(usize),
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Stdio { socket: String },
+    Http { url: String },
+    Sse { url: String },
+}
+
+/// Size bounds for what the server sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_message: usize,
+    pub max_event: usize,
+}
+
+/// Opens connections to the server. Owns the HTTP client (and its connection pool) that every
+/// connection of one gateway shares.
+pub struct Connector {
+    target: Target,
+    client: reqwest::Client,
+}
+
+impl Connector {
+    pub fn new(target: Target) -> Connector {
+        // Loopback only: the server runs in the same pod. The provider must exist before any
+        // rustls-backed client is built, whichever binary or test builds it first.
+        palisade_https::install_crypto_provider();
+        // Idle connections are dropped before common servers' keep-alive timeouts (Node and
+        // uvicorn close them after 5 s), so a request is never sent on a connection the server
+        // is closing ("the server could not be reached" under light load).
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        Connector { target, client }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// A new pipe to the server and the stream of what it sends.
+    pub async fn connect(&self, bounds: Bounds) -> Result<(Pipe, pipe::Incoming), UpstreamError> {
+        match &self.target {
+            Target::Stdio { socket } => Pipe::stdio(socket, bounds).await,
+            Target::Http { url } => Pipe::streamable_http(&self.client, url, bounds),
+            Target::Sse { url } => Pipe::legacy_sse(&self.client, url, bounds).await,
+        }
+    }
+
+    /// A new connection to the server that speaks `rev` (not yet initialized).
+    pub async fn open(
+        &self,
+        bounds: Bounds,
+        rev: crate::protocol::revision::Rev,
+    ) -> Result<std::sync::Arc<Connection>, UpstreamError> {
+        let (pipe, incoming) = self.connect(bounds).await?;
+        Ok(Connection::new(pipe, incoming, rev))
+    }
+}
