@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{
+use crate::spec::{
     AuthMode, CertPrincipal, Limits, OidcAuth, ProtocolSpec, Role, Sandbox, ToolDefaults,
     ToolPolicy,
 };

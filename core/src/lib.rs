@@ -3,6 +3,7 @@
 pub mod config;
 pub mod image;
 pub mod net;
-pub mod policy;
+pub mod paths;
 pub mod revisions;
 pub mod secrets;
+pub mod spec;

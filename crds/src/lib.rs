@@ -181,7 +181,7 @@ mod tests {
             (
                 "destructive tools require approval",
                 Box::new(|s| {
-                    s.spec.tools[0].effect = palisade_core::policy::ToolEffect::Destructive;
+                    s.spec.tools[0].effect = palisade_core::spec::ToolEffect::Destructive;
                     s.spec.tools[0].require_approval = Some(false);
                 }),
             ),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
-use palisade_core::policy::ToolEffect;
+use palisade_core::spec::ToolEffect;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
-use palisade_core::policy::{
+use palisade_core::spec::{
     AuthMode, CertPrincipal, Limits, OidcAuth, ProtocolSpec, Role, Sandbox, ToolDefaults,
     ToolPolicy,
 };

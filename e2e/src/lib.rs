@@ -278,7 +278,7 @@ pub async fn install_crds(client: &Client) -> Result<(), HarnessError> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let pp = PatchParams::apply("palisade-e2e").force();
-    for (_, crd) in palisade_api::crds() {
+    for (_, crd) in palisade_crds::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(&name, &pp, &Patch::Apply(&crd)).await?;
         eventually(Duration::from_secs(30), &format!("{name} Established"), || async {

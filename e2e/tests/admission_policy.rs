@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kube::core::cel::{AdmissionRequest, GroupVersionKind, VapEvaluator, VapExpression};
-use palisade_api::MCPServer;
+use palisade_crds::MCPServer;
 use palisade_e2e::{VAP_RULES, refused_by_the_crd, rejection_table, repo_root, tool};
 use serde_json::Value;
 
@@ -203,7 +203,7 @@ fn the_chart_lists_match_the_rust_definitions() {
     assert_eq!(cel_cidrs, rust);
     let mut cel_env = list("LD_PRELOAD");
     let mut rust_env: Vec<String> =
-        palisade_webhooks::rules::server::INJECTION_ENV.iter().map(|s| s.to_string()).collect();
+        palisade_admission::rules::mcpserver::INJECTION_ENV.iter().map(|s| s.to_string()).collect();
     cel_env.sort();
     rust_env.sort();
     assert_eq!(cel_env, rust_env);

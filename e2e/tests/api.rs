@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
-use palisade_api::{MCPPolicy, MCPServer};
+use palisade_crds::{MCPPolicy, MCPServer};
 use palisade_e2e::{Cluster, TestNamespace, eventually, install_crds, load_yaml};
 
 async fn setup(prefix: &str) -> (kube::Client, TestNamespace) {
@@ -29,7 +29,7 @@ async fn crds_are_established_with_structural_schemas() {
     install_crds(&client).await.unwrap();
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: Api<CustomResourceDefinition> = Api::all(client);
-    for (_, crd) in palisade_api::crds() {
+    for (_, crd) in palisade_crds::crds() {
         let got = api.get(crd.metadata.name.as_deref().unwrap()).await.unwrap();
         let conds = got.status.unwrap().conditions.unwrap();
         assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
-use palisade_api::MCPServer;
+use palisade_crds::MCPServer;
 use palisade_e2e::{
     Cluster, Operator, TestNamespace, Webhook, eventually, free_port, install_crds, kubectl,
     load_yaml, repo_root, service_account_kubeconfig, tool,

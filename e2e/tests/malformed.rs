@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use palisade_api::MCPServer;
+use palisade_crds::MCPServer;
 use palisade_e2e::{Cluster, Operator, TestNamespace, eventually, install_crds, load_yaml};
 use serde_json::json;
 
@@ -23,7 +23,7 @@ async fn unreadable_objects_are_reported_not_fatal() {
     // An older, looser schema: spec is free-form.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut loose =
-        serde_json::to_value(<palisade_api::MCPServer as kube::CustomResourceExt>::crd()).unwrap();
+        serde_json::to_value(<palisade_crds::MCPServer as kube::CustomResourceExt>::crd()).unwrap();
     loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
         json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
     crds.patch(

@@ -12,12 +12,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use palisade_api::{MCPPolicy, MCPServer};
+use palisade_admission::rules::pss;
+use palisade_crds::{MCPPolicy, MCPServer};
 use palisade_e2e::{
     Cluster, Operator, Registry, TestNamespace, cosign, cosign_attest, cosign_sign, eventually,
     install_crds, load_yaml, palisade_bin, signed_images,
 };
-use palisade_webhooks::rules::pss;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use palisade_api::MCPServer;
+use palisade_crds::MCPServer;
 use palisade_e2e::{
     Case, Cluster, Operator, TestNamespace, VAP_RULES, Webhook, chart_admission_objects,
     eventually, install_crds, kubectl, load_yaml, refused_by_the_crd, rejection_table, repo_root,

@@ -1,5 +1,7 @@
 //! A small certificate authority for Palisade's own TLS: gateway serving certificates and the
-//! admission webhook's certificate (the CA itself is kept in a Secret by its users).
+//! admission webhook's certificate. What is kept (the current CA and the bundle clients trust)
+//! and how it rotates is decided here ([`CaState`]); where it is kept (a Secret) is the
+//! caller's I/O.
 
 use std::time::Duration;
 
@@ -155,6 +157,77 @@ pub fn needs_rotation(cert_pem: &str, required: &[String], margin: Duration) -> 
     }
 }
 
+/// The CA as it is kept: the current authority, and the PEM bundle clients trust (every CA
+/// whose certificates may still be in use: the current one and, after a rotation, the previous
+/// one until it expires). A rotation never breaks a handshake: the bundle names the new CA
+/// before it issues anything.
+pub struct CaState {
+    pub authority: Authority,
+    pub bundle: String,
+}
+
+/// Where each part is stored (the keys of a `kubernetes.io/tls` Secret, plus the bundle).
+pub const CERT_KEY: &str = "tls.crt";
+pub const KEY_KEY: &str = "tls.key";
+pub const BUNDLE_KEY: &str = "ca-bundle.crt";
+
+/// The name Palisade's CA certificates carry.
+const CA_NAME: &str = "palisade-ca";
+
+impl CaState {
+    /// A new CA, trusted alone.
+    pub fn generate(lifetime: Duration) -> Result<CaState, CertError> {
+        let authority = Authority::generate(CA_NAME, lifetime)?;
+        let bundle = authority.cert_pem.trim().to_string() + "\n";
+        Ok(CaState { authority, bundle })
+    }
+
+    /// The CA as stored; an empty bundle means the current CA alone.
+    pub fn from_stored(cert_pem: &str, key_pem: &str, bundle: &str) -> Result<CaState, CertError> {
+        let authority = Authority::from_pem(cert_pem, key_pem)?;
+        let bundle =
+            if bundle.trim().is_empty() { authority.cert_pem.clone() } else { bundle.to_string() };
+        Ok(CaState { authority, bundle })
+    }
+
+    /// Whether less than `renew_before` of the CA's life remains (or it cannot be read).
+    pub fn expiring(&self, renew_before: Duration) -> bool {
+        inspect(&self.authority.cert_pem)
+            .map(|i| i.not_after <= OffsetDateTime::now_utc() + renew_before)
+            .unwrap_or(true)
+    }
+
+    /// The next CA: a new authority first in the bundle, the old ones kept while they are valid.
+    pub fn rotated(&self, lifetime: Duration) -> Result<CaState, CertError> {
+        let next = Authority::generate(CA_NAME, lifetime)?;
+        let mut certs = vec![next.cert_pem.trim().to_string()];
+        certs.extend(
+            live_certs(&self.bundle).into_iter().filter(|c| c.trim() != next.cert_pem.trim()),
+        );
+        Ok(CaState { authority: next, bundle: certs.join("\n") + "\n" })
+    }
+
+    /// What to store, by key.
+    pub fn stored(&self) -> [(&'static str, &str); 3] {
+        [
+            (CERT_KEY, self.authority.cert_pem.as_str()),
+            (KEY_KEY, self.authority.key_pem.as_str()),
+            (BUNDLE_KEY, self.bundle.as_str()),
+        ]
+    }
+}
+
+/// PEM blocks of a bundle, dropping certificates that expired.
+pub fn live_certs(bundle: &str) -> Vec<String> {
+    let now = OffsetDateTime::now_utc();
+    bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("-----BEGIN CERTIFICATE-----"))
+        .filter(|c| inspect(c).is_ok_and(|i| i.not_after > now))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +261,32 @@ mod tests {
         let other = Authority::generate("palisade-test-ca", days(365)).unwrap();
         assert!(!issued_by(&leaf.cert_pem, &other.cert_pem), "same name, different key");
         assert!(!issued_by("garbage", &ca.cert_pem));
+    }
+
+    #[test]
+    fn expired_certificates_leave_the_bundle() {
+        let live = Authority::generate("live", Duration::from_secs(3600)).unwrap();
+        let expired = Authority::generate("expired", Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let bundle = format!("{}\n{}", live.cert_pem, expired.cert_pem);
+        let kept = live_certs(&bundle);
+        assert_eq!(kept, vec![live.cert_pem.trim().to_string()]);
+    }
+
+    #[test]
+    fn a_rotation_trusts_the_new_ca_first_and_keeps_the_old_one() {
+        let first = CaState::generate(days(10)).unwrap();
+        assert!(!first.expiring(Duration::from_secs(86400)));
+        assert!(first.expiring(days(11)));
+        let second = first.rotated(days(10)).unwrap();
+        let certs = live_certs(&second.bundle);
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0], second.authority.cert_pem.trim());
+        assert_eq!(certs[1], first.authority.cert_pem.trim());
+        let stored = second.stored();
+        let back = CaState::from_stored(stored[0].1, stored[1].1, stored[2].1).unwrap();
+        assert_eq!(back.bundle, second.bundle);
+        let alone = CaState::from_stored(stored[0].1, stored[1].1, " ").unwrap();
+        assert_eq!(alone.bundle, second.authority.cert_pem);
     }
 }

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use palisade_admission::check::{self, Object, Report};
 use palisade_render::{FqdnPolicy, RenderOptions};
-use palisade_webhooks::check::{self, Object, Report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -22,7 +22,7 @@ pub enum CliError {
     #[error("cannot serialize YAML: {0}")]
     Yaml(#[from] serde_saphyr::ser_error::Error),
     #[error(transparent)]
-    Crd(#[from] palisade_api::CrdError),
+    Crd(#[from] palisade_crds::CrdError),
 }
 
 fn read(path: &Path) -> Result<(String, String), CliError> {
@@ -46,17 +46,17 @@ pub fn yaml_stream(values: &[serde_json::Value]) -> Result<String, CliError> {
 pub fn crds(dirs: &[PathBuf]) -> Result<ExitCode, CliError> {
     if dirs.is_empty() {
         let mut out = std::io::stdout().lock();
-        for (_, crd) in palisade_api::crds() {
-            write!(out, "---\n{}", palisade_api::crd_yaml(&crd)?)?;
+        for (_, crd) in palisade_crds::crds() {
+            write!(out, "---\n{}", palisade_crds::crd_yaml(&crd)?)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     for dir in dirs {
         std::fs::create_dir_all(dir)
             .map_err(|source| CliError::Write { path: dir.display().to_string(), source })?;
-        for (file, crd) in palisade_api::crds() {
+        for (file, crd) in palisade_crds::crds() {
             let path = dir.join(file);
-            std::fs::write(&path, palisade_api::crd_yaml(&crd)?)
+            std::fs::write(&path, palisade_crds::crd_yaml(&crd)?)
                 .map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
             eprintln!("wrote {}", path.display());
         }
@@ -67,8 +67,8 @@ pub fn crds(dirs: &[PathBuf]) -> Result<ExitCode, CliError> {
 /// `palisade crds --update-docs FILE`: replace the generated field reference in FILE.
 pub fn update_docs(path: &Path) -> Result<ExitCode, CliError> {
     let (name, text) = read(path)?;
-    let updated = palisade_api::reference::splice(&text).ok_or_else(|| {
-        CliError::Input(format!("{name}: no {} marker", palisade_api::reference::BEGIN))
+    let updated = palisade_crds::reference::splice(&text).ok_or_else(|| {
+        CliError::Input(format!("{name}: no {} marker", palisade_crds::reference::BEGIN))
     })?;
     std::fs::write(path, updated)
         .map_err(|source| CliError::Write { path: name.clone(), source })?;
@@ -227,7 +227,7 @@ pub fn advisories(args: AdvisoryArgs) -> Result<ExitCode, CliError> {
             .ok_or_else(|| CliError::Input(format!("--namespace-label {l}: expected KEY=VALUE")))?;
         labels.insert(k.to_string(), v.to_string());
     }
-    let mut spec = palisade_api::MCPPolicySpec::default();
+    let mut spec = palisade_crds::MCPPolicySpec::default();
     if !labels.is_empty() {
         spec.namespace_selector =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
@@ -238,7 +238,7 @@ pub fn advisories(args: AdvisoryArgs) -> Result<ExitCode, CliError> {
     spec.supply_chain.require_sbom = args.require_sbom;
     spec.supply_chain.advisories = converted.advisories;
     let count = spec.supply_chain.advisories.len();
-    let policy = palisade_api::MCPPolicy::new(&args.name, spec);
+    let policy = palisade_crds::MCPPolicy::new(&args.name, spec);
     let mut err = std::io::stderr().lock();
     for s in &converted.skipped {
         writeln!(err, "palisade: skipped {s}")?;

@@ -2,7 +2,7 @@
 //! a vulnerability feed (OSV exports, `osv-scanner` output, GitHub advisories) to the
 //! operator's SBOM watch. Pure; the CLI reads the files and prints the policy.
 
-use palisade_api::mcppolicy::{Advisory, VersionRange};
+use palisade_crds::mcppolicy::{Advisory, VersionRange};
 use serde::Deserialize;
 
 /// The CRD's bounds, checked here so that a generated policy is not refused at apply time.

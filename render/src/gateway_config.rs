@@ -1,12 +1,12 @@
 //! The gateway's config file, derived from the spec. Secret references become the paths
 //! where the Deployment mounts them.
 
-use palisade_api::MCPServer;
-use palisade_api::mcpserver::Transport;
 use palisade_core::config::{
     AuditConfig, AuthConfig, Authorization, GatewayConfig, Listen, MtlsConfig, ServerRef, TlsFiles,
     Upstream,
 };
+use palisade_crds::MCPServer;
+use palisade_crds::mcpserver::Transport;
 
 use crate::{ADMIN_PORT, BRIDGE_SOCKET, GATEWAY_PATH, GATEWAY_PORT};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use palisade_api::{MCP_SERVER_LABEL, MCPServer};
+use palisade_crds::{MCP_SERVER_LABEL, MCPServer};
 
 use crate::OFFLINE_UID;
 
@@ -45,7 +45,7 @@ impl Meta {
             labels: standard_labels(name),
             selector: selector_labels(name),
             owner: OwnerReference {
-                api_version: palisade_api::API_VERSION.to_string(),
+                api_version: palisade_crds::API_VERSION.to_string(),
                 kind: "MCPServer".to_string(),
                 name: name.to_string(),
                 uid: server.metadata.uid.clone().unwrap_or_else(|| OFFLINE_UID.to_string()),

@@ -12,9 +12,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use palisade_api::MCPServer;
 use palisade_core::config::GatewayConfig;
 use palisade_core::image::{ImageRef, ImageRefError};
+use palisade_crds::MCPServer;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 

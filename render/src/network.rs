@@ -10,9 +10,9 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use palisade_api::MCPServer;
-use palisade_api::mcpserver::{EgressPort, PortProtocol};
 use palisade_core::net::{self, DeniedOverlap};
+use palisade_crds::MCPServer;
+use palisade_crds::mcpserver::{EgressPort, PortProtocol};
 use serde_json::json;
 
 use crate::labels::Meta;

@@ -16,9 +16,9 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use palisade_api::MCPServer;
-use palisade_api::mcpserver::{Resources, Transport};
 use palisade_core::config::{FILE_NAME, MOUNT_DIR};
+use palisade_crds::MCPServer;
+use palisade_crds::mcpserver::{Resources, Transport};
 
 use crate::gateway_config::{AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, STATE_DIR, TLS_DIR};
 use crate::labels::Meta;
@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// UID/GID the pod runs as unless the spec names another non-zero UID (distroless "nonroot").
-pub const DEFAULT_UID: i64 = palisade_api::SERVER_UID;
+pub const DEFAULT_UID: i64 = palisade_crds::SERVER_UID;
 /// How long a client sticks to one gateway replica after its last connection.
 const SESSION_AFFINITY_SECONDS: i32 = 10_800;
 /// Environment the stdio bridge passes to the server besides declared variables.
@@ -346,7 +346,7 @@ pub(crate) fn deployment(
             value_from: None,
         }]),
         // Never the server's UID: the server cannot read the gateway's files or signal it.
-        security_context: Some(hardened_security_context(palisade_api::GATEWAY_UID)),
+        security_context: Some(hardened_security_context(palisade_crds::GATEWAY_UID)),
         resources: Some(gateway_resources(server)),
         volume_mounts: Some(gateway_mounts),
         ..Container::default()

@@ -1,10 +1,10 @@
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Capabilities, HostPathVolumeSource, PodSpec, Volume};
-use palisade_api::MCPServer;
-use palisade_api::mcpserver::{EgressPort, EgressRule, IngressPeer, PortProtocol, Transport};
-use palisade_core::policy::{ToolEffect, ToolPolicy};
-use palisade_webhooks::rules::pss::{self, HARDENING_CONTROLS, RESTRICTED_CONTROLS};
+use palisade_admission::rules::pss::{self, HARDENING_CONTROLS, RESTRICTED_CONTROLS};
+use palisade_core::spec::{ToolEffect, ToolPolicy};
+use palisade_crds::MCPServer;
+use palisade_crds::mcpserver::{EgressPort, EgressRule, IngressPeer, PortProtocol, Transport};
 
 use super::*;
 
@@ -256,7 +256,7 @@ fn every_object_is_owned_and_labelled() {
             assert_eq!(owner["controller"], true);
             assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "palisade");
             assert_eq!(
-                meta["labels"][palisade_api::MCP_SERVER_LABEL],
+                meta["labels"][palisade_crds::MCP_SERVER_LABEL],
                 server.metadata.name.clone().unwrap()
             );
             assert!(obj["apiVersion"].is_string() && obj["kind"].is_string());
@@ -521,7 +521,7 @@ fn the_gateway_has_its_own_uid_and_the_bridge_its_limits() {
             .and_then(|c| c.security_context.as_ref())
             .and_then(|sc| sc.run_as_user)
     };
-    assert_eq!(uid_of("gateway"), Some(palisade_api::GATEWAY_UID));
+    assert_eq!(uid_of("gateway"), Some(palisade_crds::GATEWAY_UID));
     assert_ne!(uid_of("server"), uid_of("gateway"));
     let server = pod.containers.iter().find(|c| c.name == "server").unwrap();
     let argv = server.command.clone().unwrap();

@@ -1,11 +1,7 @@
-//! Admission for MCP workloads: the rules (pure), the offline checker and the webhook server.
+//! The admission webhook server: HTTPS with a certificate from Palisade's CA (rotated, its
+//! bundle published to the webhook configurations), caches of what the cluster knows
+//! (namespaces, MCPPolicies, MCPServers), and the decision of `palisade-admission` for every
+//! AdmissionReview.
 
-pub mod admission;
-pub mod check;
-pub mod rules;
-pub mod schema;
+pub mod ca_store;
 pub mod server;
-pub mod tls;
-pub mod verdict;
-
-pub use verdict::{Verdict, Violation};

@@ -21,7 +21,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use palisade_api::MCPPolicy;
+use palisade_crds::MCPPolicy;
 use palisade_https::ca;
 use palisade_https::{CertStore, ClientAuth, Limits};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -31,8 +31,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::{error, info, warn};
 
-use crate::admission::{self, Claimed, Inputs};
-use crate::tls;
+use crate::ca_store;
+use palisade_admission::decide::{self, Claimed, Inputs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,7 +77,7 @@ pub enum WebhookError {
     #[error("cannot connect to Kubernetes: {0}")]
     Connect(#[from] kube::Error),
     #[error("{0}")]
-    Tls(#[from] tls::TlsError),
+    CaStore(#[from] ca_store::CaStoreError),
     #[error("{0}")]
     Https(#[from] palisade_https::HttpsError),
     #[error("{0}")]
@@ -189,7 +189,7 @@ async fn review(
                     Some(s) => Claimed::Digest(
                         serde_json::to_value(s.as_ref())
                             .ok()
-                            .and_then(|v| admission::server_digest(&v)),
+                            .and_then(|v| decide::server_digest(&v)),
                     ),
                 };
                 let inputs = Inputs {
@@ -198,7 +198,7 @@ async fn review(
                     claimed: &claimed,
                     gateway_image: state.gateway_image.as_deref(),
                 };
-                let decision = admission::decide(&kind, &object, &inputs);
+                let decision = decide::decide(&kind, &object, &inputs);
                 if !decision.warnings.is_empty() {
                     response.warnings = Some(decision.warnings.clone());
                 }
@@ -246,7 +246,7 @@ async fn manage_certificates(
     loop {
         tokio::time::sleep(every).await;
         let result: Result<(), WebhookError> = async {
-            let state = tls::ensure_ca(
+            let state = ca_store::ensure_ca(
                 &client,
                 &args.namespace,
                 &args.ca_secret,
@@ -254,7 +254,8 @@ async fn manage_certificates(
                 args.ca_validity / 3,
             )
             .await?;
-            tls::publish_ca_bundle(&client, &args.webhook_configurations, &state.bundle).await?;
+            ca_store::publish_ca_bundle(&client, &args.webhook_configurations, &state.bundle)
+                .await?;
             let signer_changed = !ca::issued_by(&current, &state.authority.cert_pem);
             if signer_changed || ca::needs_rotation(&current, &names, args.cert_validity / 3) {
                 let leaf = state.authority.issue_server(&names, args.cert_validity)?;
@@ -293,7 +294,7 @@ pub async fn run(args: Args) -> Result<(), WebhookError> {
     let (namespaces, ns_task) = cache::<Namespace>(&client);
     let (policies, policy_task) = cache::<MCPPolicy>(&client);
     let server_resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(palisade_api::GROUP, palisade_api::VERSION, "MCPServer"),
+        &GroupVersionKind::gvk(palisade_crds::GROUP, palisade_crds::VERSION, "MCPServer"),
         "mcpservers",
     );
     // MCPServers as dynamic objects: one the types cannot read must not stop the cache.
@@ -324,7 +325,7 @@ pub async fn run(args: Args) -> Result<(), WebhookError> {
             (palisade_https::watch_files(cert.clone(), key.clone(), Duration::from_secs(10))?, None)
         }
         _ => {
-            let ca_state = tls::ensure_ca(
+            let ca_state = ca_store::ensure_ca(
                 &client,
                 &args.namespace,
                 &args.ca_secret,
@@ -332,7 +333,8 @@ pub async fn run(args: Args) -> Result<(), WebhookError> {
                 args.ca_validity / 3,
             )
             .await?;
-            tls::publish_ca_bundle(&client, &args.webhook_configurations, &ca_state.bundle).await?;
+            ca_store::publish_ca_bundle(&client, &args.webhook_configurations, &ca_state.bundle)
+                .await?;
             let leaf =
                 ca_state.authority.issue_server(&serving_names(&args), args.cert_validity)?;
             let store = CertStore::from_pem(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())?;

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use palisade_core::config::GatewayConfig;
-use palisade_core::policy::{AuthMode, CertPrincipal, OidcAuth};
+use palisade_core::spec::{AuthMode, CertPrincipal, OidcAuth};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};

@@ -5,7 +5,7 @@
 use std::sync::RwLock;
 
 use palisade_core::config::GatewayConfig;
-use palisade_core::policy::{Role, glob_matches};
+use palisade_core::spec::{Role, glob_matches};
 use serde_json::{Map, Value};
 
 /// An authenticated caller.

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use palisade_core::net::classify;
-use palisade_core::policy::{
+use palisade_core::paths;
+use palisade_core::spec::{
     ArgumentRule, ArgumentType, FreeText, SafetyFlagAction, ToolDefaults, ToolPolicy, UrlRule,
 };
 
@@ -17,7 +18,6 @@ use serde_json::{Map, Value};
 
 use crate::observe::events::Kind;
 
-const MAX_PATH_BYTES: usize = 4096;
 const MAX_URL_BYTES: usize = 8192;
 const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -342,13 +342,6 @@ async fn check_value(
     Ok(())
 }
 
-/// Characters that normalise (NFKC, or in some consumers' path handling) to `.`, `/` or `\`.
-const LOOKALIKES: &[char] = &[
-    '\u{2024}', '\u{2025}', '\u{2026}', '\u{FE52}', '\u{FF0E}', // dots
-    '\u{2044}', '\u{2215}', '\u{29F8}', '\u{FF0F}', // slashes
-    '\u{2216}', '\u{29F5}', '\u{29F9}', '\u{FE68}', '\u{FF3C}', // backslashes
-];
-
 /// Device, kernel and runtime trees no tool argument may name, whatever the roots say.
 const DEVICE_TREES: &[&str] = &["/dev", "/proc", "/sys", "/run/secrets", "/var/run/secrets"];
 
@@ -363,86 +356,21 @@ pub fn check_path(p: &str, roots: &[String]) -> Result<(), String> {
 /// [`check_path`], and outside every `protected` directory (the server's Secret mounts)
 /// whatever the roots say.
 pub fn check_path_outside(p: &str, roots: &[String], protected: &[String]) -> Result<(), String> {
-    if p.is_empty() || p.len() > MAX_PATH_BYTES {
-        return Err("path is empty or too long".into());
-    }
-    if p.contains('\0') {
-        return Err("NUL byte in path".into());
-    }
-    if p.chars().any(char::is_control) {
-        return Err("control character in path".into());
-    }
-    if p.contains('\\') {
-        return Err("backslash in path".into());
-    }
-    if p.contains('%') {
-        // Plain paths need no escapes; a percent sign is an attempt to smuggle `..` or `/`
-        // past a decoder (including overlong UTF-8 such as %c0%ae).
-        return Err("percent-encoded characters in path".into());
-    }
-    if p.chars().any(|c| LOOKALIKES.contains(&c)) {
-        return Err("look-alike dot or slash characters in path".into());
-    }
-    if p.starts_with('~') {
-        return Err("home-relative path".into());
-    }
-    if p.contains("://") || p.to_ascii_lowercase().starts_with("file:") {
-        return Err("a URI is not a path".into());
-    }
-    if !p.starts_with('/') {
-        return Err("path must be absolute".into());
-    }
-    if p.starts_with("//") {
-        return Err("network or device path".into());
-    }
-    let mut parts: Vec<&str> = vec![];
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => return Err("'..' in path".into()),
-            s if s.trim_end_matches(['.', ' ']).is_empty() => {
-                return Err("path segment of dots".into());
-            }
-            s => {
-                if is_windows_device(s) {
-                    return Err("device name in path".into());
-                }
-                parts.push(s);
-            }
-        }
-    }
-    let normal = format!("/{}", parts.join("/"));
-    let inside = |d: &str| {
-        let d = d.trim_end_matches('/');
-        d.is_empty() || normal == d || normal.starts_with(&format!("{d}/"))
-    };
-    if DEVICE_TREES.iter().any(|d| inside(d)) {
+    let normal = paths::normal_form(p).map_err(|e| e.to_string())?;
+    let inside = |d: &&str| paths::is_under(&normal, d);
+    if DEVICE_TREES.iter().any(inside) {
         return Err("device or kernel path".into());
     }
-    if PALISADE_TREES.iter().any(|d| inside(d)) || protected.iter().any(|d| inside(d)) {
+    if PALISADE_TREES.iter().any(inside) || protected.iter().map(String::as_str).any(|d| inside(&d))
+    {
         return Err("the path names credentials or Palisade's own files".into());
     }
-    let under = roots.iter().any(|root| {
-        let root = root.trim_end_matches('/');
-        root.is_empty() || normal == root || normal.starts_with(&format!("{root}/"))
-    });
-    if !under {
+    if !roots.iter().map(String::as_str).any(|r| inside(&r)) {
         return Err("path is outside the allowed roots".into());
     }
     Ok(())
 }
 
-fn is_windows_device(seg: &str) -> bool {
-    let stem = seg.split('.').next().unwrap_or(seg).trim_end().to_ascii_uppercase();
-    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
-        || (stem.len() == 4
-            && (stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.as_bytes()[3].is_ascii_digit())
-}
-
-/// Host names that name the local machine, the cluster or private networks by convention, or
-/// that a wildcard-DNS service answers with the address they spell; refused before any DNS
-/// lookup (one definition with admission: `palisade_core::net::internal_name_reason`).
 fn special_use_name(host: &str) -> bool {
     palisade_core::net::internal_name_reason(host).is_some()
 }
@@ -676,14 +604,5 @@ mod tests {
         let open = UrlRule { hosts: vec![], ..rule };
         assert!(check_url("git://8.8.8.8:9418/x", &open, &Table).await.is_ok());
         assert!(check_url("git://127.1:9418/x", &open, &Table).await.is_err());
-    }
-
-    #[test]
-    fn windows_devices_are_recognised() {
-        assert!(is_windows_device("CON"));
-        assert!(is_windows_device("nul.txt"));
-        assert!(is_windows_device("com1"));
-        assert!(!is_windows_device("console.log"));
-        assert!(!is_windows_device("com"));
     }
 }

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use palisade_core::policy::Limits;
 use palisade_core::secrets::{self, SecretKind};
+use palisade_core::spec::Limits;
 use serde_json::{Value, json};
 
 /// What mediation did to one result, for the audit record.

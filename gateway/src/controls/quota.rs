@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_core::config::GatewayConfig;
-use palisade_core::policy::ToolEffect;
+use palisade_core::spec::ToolEffect;
 
 use crate::state::{CounterStore, Exceeded};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use palisade_core::config::GatewayConfig;
-use palisade_core::policy::{ToolEffect, ToolPolicy, UnlistedTools};
+use palisade_core::spec::{ToolEffect, ToolPolicy, UnlistedTools};
 use serde_json::{Map, Value, json};
 
 use crate::controls::approvals::{META_KEY, plan_result};

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use palisade_core::config::GatewayConfig;
-use palisade_core::policy::ValidationMode;
+use palisade_core::spec::ValidationMode;
 use serde_json::Value;
 use tokio::sync::mpsc;
 

@@ -10,7 +10,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
-use palisade_api::quantity;
+use palisade_crds::quantity;
 
 pub const FIELD_MANAGER: &str = "palisade-operator";
 pub const APPLIED_HASH: &str = "palisade.dev/applied-hash";

@@ -17,12 +17,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use palisade_api::mcppolicy::Advisory;
-use palisade_api::mcpserver::{ImageStatus, MCPServerStatus, SbomStatus};
-use palisade_api::{MCPPolicy, MCPServer};
+use palisade_admission::check::Object;
+use palisade_admission::review::{self, Facts, Review};
+use palisade_admission::rules::trust;
 use palisade_core::image::ImageRef;
+use palisade_crds::mcppolicy::Advisory;
+use palisade_crds::mcpserver::{ImageStatus, MCPServerStatus, SbomStatus};
+use palisade_crds::{MCPPolicy, MCPServer};
 use palisade_render::{RenderOptions, names};
-use palisade_webhooks::rules::{policy as policy_rules, server as server_rules, trust};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -50,7 +52,7 @@ pub enum Error {
     #[error("certificates: {0}")]
     Certs(#[from] certs::CertError),
     #[error("{0}")]
-    Ca(#[from] palisade_webhooks::tls::TlsError),
+    Ca(#[from] palisade_webhooks::ca_store::CaStoreError),
     #[error("serialization: {0}")]
     Json(#[from] serde_json::Error),
     #[error("object has no namespace")]
@@ -121,7 +123,7 @@ pub struct Context {
 
 fn object_reference(obj: &DynamicObject) -> ObjectReference {
     ObjectReference {
-        api_version: Some(palisade_api::API_VERSION.to_string()),
+        api_version: Some(palisade_crds::API_VERSION.to_string()),
         kind: Some("MCPServer".to_string()),
         name: obj.metadata.name.clone(),
         namespace: obj.metadata.namespace.clone(),
@@ -444,15 +446,18 @@ async fn reconcile_inner(
         .get(&ObjectRef::new(ns))
         .and_then(|n| n.metadata.labels.clone())
         .unwrap_or_default();
-    let policies: Vec<Arc<MCPPolicy>> = ctx
-        .policies
-        .state()
-        .into_iter()
-        .filter(|p| policy_rules::selects(p, Some(&ns_labels)))
-        .collect();
-    let refs: Vec<&MCPPolicy> = policies.iter().map(|p| p.as_ref()).collect();
-    let verdict = server_rules::review(&server, &refs);
-    let policy_violation = (!verdict.allowed()).then(|| verdict.message());
+    let policies: Vec<Arc<MCPPolicy>> = ctx.policies.state();
+    let all: Vec<&MCPPolicy> = policies.iter().map(|p| p.as_ref()).collect();
+    let refs = review::selecting(&all, Some(&ns_labels));
+    // The same review as admission's, with what the operator knows of the namespace.
+    let policy_violation = {
+        let facts =
+            Facts { namespace_labels: Some(&ns_labels), policies: &all, ..Facts::default() };
+        match review::review(&Object::Server(Box::new(server.clone())), &facts) {
+            Review::Verdict(v) => (!v.allowed()).then(|| v.message()),
+            Review::NotReviewed(why) => Some(why),
+        }
+    };
     let mut blocker = policy_violation.clone().map(Blocker::PolicyViolation);
 
     let mut image_status = prev.image.clone();

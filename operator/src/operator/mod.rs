@@ -26,7 +26,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
-use palisade_api::MCPPolicy;
+use palisade_crds::MCPPolicy;
 use palisade_render::{FqdnPolicy, RenderOptions};
 use tracing::{error, info, warn};
 
@@ -108,7 +108,7 @@ where
 
 pub fn mcpserver_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(palisade_api::GROUP, palisade_api::VERSION, "MCPServer"),
+        &GroupVersionKind::gvk(palisade_crds::GROUP, palisade_crds::VERSION, "MCPServer"),
         "mcpservers",
     )
 }
@@ -171,7 +171,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     // The CA is shared with the webhook, which rotates it; the operator only reads it.
     let lifetime = palisade_https::ca::days(3650);
-    let ca = palisade_webhooks::tls::ensure_ca(
+    let ca = palisade_webhooks::ca_store::ensure_ca(
         &client,
         &args.namespace,
         "palisade-ca",

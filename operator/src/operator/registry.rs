@@ -84,21 +84,21 @@ pub enum Verification {
 }
 
 /// Checks the signature of a pinned image (`repo@sha256:...`) against every trust set (the
-/// server's own and each requiring policy's, see `palisade_webhooks::rules::trust`): verified
+/// server's own and each requiring policy's, see `palisade_admission::rules::trust`): verified
 /// only when each set has a key that verifies a signature. Implemented by
 /// [`super::signature::Cosign`]; tests may plug in others.
 pub trait Verifier: Send + Sync {
     fn verify<'a>(
         &'a self,
-        server: &'a palisade_api::MCPServer,
+        server: &'a palisade_crds::MCPServer,
         image: &'a str,
-        sets: &'a [palisade_webhooks::rules::trust::TrustSet],
+        sets: &'a [palisade_admission::rules::trust::TrustSet],
     ) -> futures::future::BoxFuture<'a, Verification>;
 
     /// The image's SBOM attestation, verified with the server's keys.
     fn sbom<'a>(
         &'a self,
-        server: &'a palisade_api::MCPServer,
+        server: &'a palisade_crds::MCPServer,
         image: &'a str,
     ) -> futures::future::BoxFuture<
         'a,

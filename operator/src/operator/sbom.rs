@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use palisade_api::mcppolicy::{Advisory, VersionRange};
+use palisade_crds::mcppolicy::{Advisory, VersionRange};
 use serde::Deserialize;
 use sigstore::crypto::{CosignVerificationKey, Signature};
 

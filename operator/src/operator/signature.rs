@@ -1,6 +1,6 @@
 //! Cosign signature verification of the pinned image, with the keys of every trust set (the
 //! server's `spec.signature.keys`, Secrets in its namespace, and the selecting policies'
-//! `trustedKeys`, as `palisade_webhooks::rules::trust` decides). Fails closed: no signature, a
+//! `trustedKeys`, as `palisade_admission::rules::trust` decides). Fails closed: no signature, a
 //! signature by another key, an unreadable key, an unreachable signature store, or a set with
 //! no key at all (keyless identities only: the operator has no Sigstore trust root) all block
 //! the rollout.
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use palisade_api::MCPServer;
+use palisade_crds::MCPServer;
 use sha2::{Digest, Sha256};
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
 use sigstore::cosign::{ClientBuilder, CosignCapabilities, verify_constraints};
@@ -21,7 +21,7 @@ use sigstore::crypto::{CosignVerificationKey, SigningScheme};
 use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
 use tracing::{debug, info};
 
-use palisade_webhooks::rules::trust::{self, KeySource, TrustSet};
+use palisade_admission::rules::trust::{self, KeySource, TrustSet};
 
 use super::registry::{Verification, Verifier};
 use super::sbom::{self, Sbom, SbomError};

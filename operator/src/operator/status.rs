@@ -4,7 +4,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use palisade_api::mcpserver::conditions::{GATEWAY_READY, IMAGE_VERIFIED, POLICY_COMPLIANT, READY};
+use palisade_crds::mcpserver::conditions::{
+    GATEWAY_READY, IMAGE_VERIFIED, POLICY_COMPLIANT, READY,
+};
 
 use super::registry::Verification;
 

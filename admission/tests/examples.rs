@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use palisade_webhooks::check;
+use palisade_admission::check;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -24,7 +24,7 @@ fn read(path: &Path) -> (String, String) {
     (path.display().to_string(), std::fs::read_to_string(path).unwrap())
 }
 
-fn platform_policy() -> Vec<palisade_api::MCPPolicy> {
+fn platform_policy() -> Vec<palisade_crds::MCPPolicy> {
     let (name, text) = read(&examples_dir().join("policy.yaml"));
     check::load_policies(&name, &text).unwrap()
 }

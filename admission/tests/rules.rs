@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use palisade_api::mcpserver::{EgressPort, EgressRule, MCPServer, PortProtocol};
-use palisade_api::{MCPPolicy, MCPPolicySpec};
-use palisade_webhooks::rules::{policy, server, workload};
+use palisade_admission::rules::{mcppolicy, mcpserver, workload};
+use palisade_crds::mcpserver::{EgressPort, EgressRule, MCPServer, PortProtocol};
+use palisade_crds::{MCPPolicy, MCPPolicySpec};
 
 fn example(file: &str) -> MCPServer {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
@@ -18,9 +18,9 @@ fn example(file: &str) -> MCPServer {
 /// The HTTP example signed only by a keyless identity, which the operator cannot verify.
 fn keyless() -> MCPServer {
     let mut s = example("everything-http.yaml");
-    s.spec.signature = Some(palisade_api::mcpserver::SignatureSpec {
+    s.spec.signature = Some(palisade_crds::mcpserver::SignatureSpec {
         keys: vec![],
-        keyless: vec![palisade_api::mcpserver::KeylessIdentity {
+        keyless: vec![palisade_crds::mcpserver::KeylessIdentity {
             issuer: "https://token.actions.githubusercontent.com".into(),
             subject: None,
             subject_reg_exp: Some("https://github.com/modelcontextprotocol/servers/.*".into()),
@@ -55,12 +55,12 @@ fn unrestricted_egress_needs_every_selecting_policy_to_allow_it() {
 
     let rule = "baseline.unrestrictedEgress";
     let field = "spec.egress[0].cidr";
-    assert!(server::review(&s, &[]).has(rule, field), "no policy: refused");
-    assert!(!server::review(&s, &[&open]).has(rule, field), "allowed by the only policy");
-    assert!(server::review(&s, &[&open, &strict]).has(rule, field), "a stricter policy wins");
+    assert!(mcpserver::review(&s, &[]).has(rule, field), "no policy: refused");
+    assert!(!mcpserver::review(&s, &[&open]).has(rule, field), "allowed by the only policy");
+    assert!(mcpserver::review(&s, &[&open, &strict]).has(rule, field), "a stricter policy wins");
     // Metadata stays excluded whatever the policy says.
     let imds = with_egress("169.254.169.254/32", 80);
-    assert!(server::review(&imds, &[&open]).has("baseline.metadataEgress", field));
+    assert!(mcpserver::review(&imds, &[&open]).has("baseline.metadataEgress", field));
 }
 
 #[test]
@@ -70,19 +70,20 @@ fn risky_ports_and_ranges_need_an_allowance() {
     let smtp_ok = policy_named("smtp", smtp_ok);
     let field = "spec.egress[0].ports[0]";
     assert!(
-        server::review(&with_egress("203.0.113.0/24", 587), &[]).has("baseline.riskyPort", field)
-    );
-    assert!(
-        !server::review(&with_egress("203.0.113.0/24", 587), &[&smtp_ok])
+        mcpserver::review(&with_egress("203.0.113.0/24", 587), &[])
             .has("baseline.riskyPort", field)
     );
     assert!(
-        server::review(&with_egress("203.0.113.0/24", 25), &[&smtp_ok])
+        !mcpserver::review(&with_egress("203.0.113.0/24", 587), &[&smtp_ok])
+            .has("baseline.riskyPort", field)
+    );
+    assert!(
+        mcpserver::review(&with_egress("203.0.113.0/24", 25), &[&smtp_ok])
             .has("baseline.riskyPort", field)
     );
     let mut range = with_egress("203.0.113.0/24", 1);
     range.spec.egress[0].ports[0].end_port = Some(1024);
-    let v = server::review(&range, &[&smtp_ok]);
+    let v = mcpserver::review(&range, &[&smtp_ok]);
     assert!(v.has("baseline.riskyPort", field), "a range that spans SMTP is refused");
 }
 
@@ -97,11 +98,11 @@ fn policies_select_namespaces_by_label() {
     };
     let p = policy_named("p", spec);
     let labels = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
-    assert!(policy::selects(&p, Some(&labels("team", "platform"))));
-    assert!(!policy::selects(&p, Some(&labels("team", "data"))));
-    assert!(policy::selects(&p, None), "offline, every policy applies");
+    assert!(mcppolicy::selects(&p, Some(&labels("team", "platform"))));
+    assert!(!mcppolicy::selects(&p, Some(&labels("team", "data"))));
+    assert!(mcppolicy::selects(&p, None), "offline, every policy applies");
     let all = policy_named("all", MCPPolicySpec::default());
-    assert!(policy::selects(&all, Some(&labels("x", "y"))));
+    assert!(mcppolicy::selects(&all, Some(&labels("x", "y"))));
 }
 
 #[test]
@@ -111,16 +112,16 @@ fn keyless_identities_must_be_trusted_when_the_policy_says_so() {
     // The policy's own key is the trust root the operator verifies with.
     spec.signature.trusted_keys = vec![TRUSTED_KEY.into()];
     spec.signature.only_trusted = true;
-    spec.signature.trusted_identities = vec![palisade_api::mcpserver::KeylessIdentity {
+    spec.signature.trusted_identities = vec![palisade_crds::mcpserver::KeylessIdentity {
         issuer: "https://token.actions.githubusercontent.com".into(),
         subject: None,
         subject_reg_exp: Some("https://github.com/modelcontextprotocol/servers/.*".into()),
     }];
     let p = policy_named("sig", spec.clone());
-    assert!(server::review(&s, &[&p]).allowed(), "{}", server::review(&s, &[&p]).message());
+    assert!(mcpserver::review(&s, &[&p]).allowed(), "{}", mcpserver::review(&s, &[&p]).message());
     spec.signature.trusted_identities[0].issuer = "https://accounts.google.com".into();
     let p = policy_named("sig", spec);
-    assert!(server::review(&s, &[&p]).has("policy.signature", "spec.signature.keyless[0]"));
+    assert!(mcpserver::review(&s, &[&p]).has("policy.signature", "spec.signature.keyless[0]"));
 }
 
 const TRUSTED_KEY: &str =
@@ -136,30 +137,34 @@ fn required_signatures_need_a_key_the_operator_can_verify_with() {
     let p = policy_named("required", required.clone());
     let field = "spec.signature";
     // Keyless only, no trust root: refused by the baseline (the policy adds its own refusal).
-    let v = server::review(&keyless(), &[&p]);
+    let v = mcpserver::review(&keyless(), &[&p]);
     assert!(v.has("baseline.signature", field), "{}", v.message());
     assert!(v.has("policy.signature", field), "{}", v.message());
-    assert!(server::review(&keyless(), &[]).has("baseline.signature", field));
+    assert!(mcpserver::review(&keyless(), &[]).has("baseline.signature", field));
     // The policy's trusted key is a trust root for a keyless-only server.
     required.signature.trusted_keys = vec![TRUSTED_KEY.into()];
     let with_root = policy_named("required", required);
-    let v = server::review(&keyless(), &[&with_root]);
+    let v = mcpserver::review(&keyless(), &[&with_root]);
     assert!(v.allowed(), "{}", v.message());
     // The server's own key satisfies a policy that does not insist on its own keys...
     let keyed = example("everything-http.yaml");
-    assert!(server::review(&keyed, &[&p]).allowed(), "{}", server::review(&keyed, &[&p]).message());
+    assert!(
+        mcpserver::review(&keyed, &[&p]).allowed(),
+        "{}",
+        mcpserver::review(&keyed, &[&p]).message()
+    );
     // ...but not one that trusts only its own (and lists none usable: only identities).
     let mut only = MCPPolicySpec::default();
     only.signature.only_trusted = true;
     only.signature.trusted_identities = keyless().spec.signature.unwrap().keyless;
     let only = policy_named("only", only);
-    let v = server::review(&keyed, &[&only]);
+    let v = mcpserver::review(&keyed, &[&only]);
     assert!(v.has("policy.signature", field), "{}", v.message());
     // Unsigned and not required: runs by digest.
     let mut unsigned = keyed.clone();
     unsigned.spec.signature = None;
-    assert!(server::review(&unsigned, &[]).allowed());
-    assert!(server::review(&unsigned, &[&p]).has("policy.signature", field));
+    assert!(mcpserver::review(&unsigned, &[]).allowed());
+    assert!(mcpserver::review(&unsigned, &[&p]).has("policy.signature", field));
 }
 
 #[test]
@@ -170,15 +175,19 @@ fn a_required_sbom_needs_a_key_to_verify_it() {
     // Keyed: the operator checks the attestation at rollout.
     let keyed = example("weather-sse.yaml");
     assert!(keyed.spec.signature.as_ref().is_some_and(|s| !s.keys.is_empty()));
-    assert!(server::review(&keyed, &[&p]).allowed(), "{}", server::review(&keyed, &[&p]).message());
+    assert!(
+        mcpserver::review(&keyed, &[&p]).allowed(),
+        "{}",
+        mcpserver::review(&keyed, &[&p]).message()
+    );
     // Keyless only, or unsigned: nothing could verify an attestation.
     let keyless = keyless();
     assert!(keyless.spec.signature.as_ref().is_some_and(|s| s.keys.is_empty()));
-    assert!(server::review(&keyless, &[&p]).has("policy.sbom", "spec.signature.keys"));
+    assert!(mcpserver::review(&keyless, &[&p]).has("policy.sbom", "spec.signature.keys"));
     let mut unsigned = keyed.clone();
     unsigned.spec.signature = None;
-    assert!(server::review(&unsigned, &[&p]).has("policy.sbom", "spec.signature.keys"));
-    assert!(server::review(&unsigned, &[]).allowed(), "the rule comes from the policy alone");
+    assert!(mcpserver::review(&unsigned, &[&p]).has("policy.sbom", "spec.signature.keys"));
+    assert!(mcpserver::review(&unsigned, &[]).allowed(), "the rule comes from the policy alone");
 }
 
 /// What the operator renders is what admission accepts: a rendered Deployment passes the
@@ -207,11 +216,14 @@ fn rendered_workloads_pass_workload_admission() {
         assert!(v.violations.iter().any(|x| x.rule == "workload.verifiedDigest"), "{file}");
 
         // Removing the label makes it none of Palisade's business.
-        value["metadata"]["labels"].as_object_mut().unwrap().remove(palisade_api::MCP_SERVER_LABEL);
+        value["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove(palisade_crds::MCP_SERVER_LABEL);
         value["spec"]["template"]["metadata"]["labels"]
             .as_object_mut()
             .unwrap()
-            .remove(palisade_api::MCP_SERVER_LABEL);
+            .remove(palisade_crds::MCP_SERVER_LABEL);
         assert!(workload::review_workload(&value, "Deployment", &expect).is_none());
     }
 }
@@ -224,11 +236,11 @@ fn a_policy_can_require_a_signing_key_for_the_audit_chain() {
     let p = policy_named("audit", spec);
     let mut s = example("everything-http.yaml");
     let field = "spec.audit.signingKeySecretRef";
-    assert!(server::review(&s, &[&p]).has("policy.auditSigning", field));
-    assert!(!server::review(&s, &[]).has("policy.auditSigning", field), "the policy's rule");
+    assert!(mcpserver::review(&s, &[&p]).has("policy.auditSigning", field));
+    assert!(!mcpserver::review(&s, &[]).has("policy.auditSigning", field), "the policy's rule");
     s.spec.audit.signing_key_secret_ref =
-        Some(palisade_api::mcpserver::KeyRef { name: "audit".into(), key: "ed25519.pem".into() });
-    let v = server::review(&s, &[&p]);
+        Some(palisade_crds::mcpserver::KeyRef { name: "audit".into(), key: "ed25519.pem".into() });
+    let v = mcpserver::review(&s, &[&p]);
     assert!(v.allowed(), "{}", v.message());
 }
 
@@ -242,18 +254,18 @@ fn internal_host_names_need_every_policy_to_allow_them() {
         ports: vec![EgressPort { port: 8200, end_port: None, protocol: PortProtocol::Tcp }],
     });
     let field = "spec.egress[2].host";
-    assert!(server::review(&s, &[]).has("baseline.internalHost", field));
+    assert!(mcpserver::review(&s, &[]).has("baseline.internalHost", field));
     let mut allow = MCPPolicySpec::default();
     allow.egress.allowed_internal_hosts = vec!["vault.internal".into()];
     let allow = policy_named("allow", allow);
     let strict = policy_named("strict", MCPPolicySpec::default());
-    assert!(!server::review(&s, &[&allow]).has("baseline.internalHost", field));
-    assert!(server::review(&s, &[&allow, &strict]).has("baseline.internalHost", field));
+    assert!(!mcpserver::review(&s, &[&allow]).has("baseline.internalHost", field));
+    assert!(mcpserver::review(&s, &[&allow, &strict]).has("baseline.internalHost", field));
     let mut other = MCPPolicySpec::default();
     other.egress.allowed_internal_hosts = vec!["*.internal".into()];
     let other = policy_named("other", other);
     assert!(
-        server::review(&s, &[&other]).has("baseline.internalHost", field),
+        mcpserver::review(&s, &[&other]).has("baseline.internalHost", field),
         "an allowance names the exact host rule"
     );
 }

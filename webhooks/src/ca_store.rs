@@ -1,9 +1,6 @@
-//! Palisade's CA in a Secret, its rotation, and the `caBundle` of the webhook configurations.
-//!
-//! The Secret holds `tls.crt`/`tls.key` (the current CA) and `ca-bundle.crt` (every CA whose
-//! certificates may still be in use: the current one and, after a rotation, the previous one
-//! until it expires). Clients (the API server) trust the bundle, so a rotation never breaks a
-//! handshake: the bundle is published first, then new leaves are issued.
+//! Where Palisade's CA is kept: a Secret (created on first use, rotated when due, written with
+//! optimistic concurrency so that several replicas agree), and the `caBundle` of the webhook
+//! configurations. What is kept and how it rotates is `palisade_https::ca::CaState`.
 
 use std::time::Duration;
 
@@ -12,24 +9,17 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use palisade_https::ca::{self, Authority};
-use time::OffsetDateTime;
+use palisade_https::ca::{self, BUNDLE_KEY, CERT_KEY, CaState, KEY_KEY};
 use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub enum CaStoreError {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Cert(#[from] ca::CertError),
     #[error("the CA Secret {0} kept changing under us")]
     Contention(String),
-}
-
-/// The current CA and the PEM bundle to trust.
-pub struct CaState {
-    pub authority: Authority,
-    pub bundle: String,
 }
 
 fn text(secret: &Secret, key: &str) -> String {
@@ -41,18 +31,15 @@ fn text(secret: &Secret, key: &str) -> String {
         .unwrap_or_default()
 }
 
-fn secret_with(name: &str, authority: &Authority, bundle: &str) -> Secret {
+fn secret_with(name: &str, state: &CaState) -> Secret {
     let mut s = Secret {
         type_: Some("kubernetes.io/tls".into()),
         data: Some(
-            [
-                ("tls.crt", authority.cert_pem.as_str()),
-                ("tls.key", authority.key_pem.as_str()),
-                ("ca-bundle.crt", bundle),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-            .collect(),
+            state
+                .stored()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
         ),
         ..Secret::default()
     };
@@ -60,17 +47,6 @@ fn secret_with(name: &str, authority: &Authority, bundle: &str) -> Secret {
     s.metadata.labels =
         Some([("app.kubernetes.io/part-of".to_string(), "palisade".to_string())].into());
     s
-}
-
-/// PEM blocks of a bundle, dropping certificates that expired.
-fn live_certs(bundle: &str) -> Vec<String> {
-    let now = OffsetDateTime::now_utc();
-    bundle
-        .split_inclusive("-----END CERTIFICATE-----")
-        .map(|c| c.trim().to_string())
-        .filter(|c| c.starts_with("-----BEGIN CERTIFICATE-----"))
-        .filter(|c| ca::inspect(c).is_ok_and(|i| i.not_after > now))
-        .collect()
 }
 
 /// Loads the CA from its Secret, creating it on first use and rotating it when less than
@@ -82,51 +58,41 @@ pub async fn ensure_ca(
     name: &str,
     lifetime: Duration,
     renew_before: Duration,
-) -> Result<CaState, TlsError> {
+) -> Result<CaState, CaStoreError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for _ in 0..5 {
         let Some(existing) = api.get_opt(name).await? else {
-            let authority = Authority::generate("palisade-ca", lifetime)?;
-            let bundle = authority.cert_pem.trim().to_string() + "\n";
-            match api.create(&PostParams::default(), &secret_with(name, &authority, &bundle)).await
-            {
+            let state = CaState::generate(lifetime)?;
+            match api.create(&PostParams::default(), &secret_with(name, &state)).await {
                 Ok(_) => {
                     info!(secret = %format!("{namespace}/{name}"), "created the Palisade CA");
-                    return Ok(CaState { authority, bundle });
+                    return Ok(state);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => continue,
                 Err(e) => return Err(e.into()),
             }
         };
-        let current =
-            Authority::from_pem(&text(&existing, "tls.crt"), &text(&existing, "tls.key"))?;
-        let mut bundle = text(&existing, "ca-bundle.crt");
-        if bundle.trim().is_empty() {
-            bundle = current.cert_pem.clone();
+        let current = CaState::from_stored(
+            &text(&existing, CERT_KEY),
+            &text(&existing, KEY_KEY),
+            &text(&existing, BUNDLE_KEY),
+        )?;
+        if !current.expiring(renew_before) {
+            return Ok(current);
         }
-        let expiring = ca::inspect(&current.cert_pem)
-            .map(|i| i.not_after <= OffsetDateTime::now_utc() + renew_before)
-            .unwrap_or(true);
-        if !expiring {
-            return Ok(CaState { authority: current, bundle });
-        }
-        // Rotate: the new CA goes first in the bundle, the old one stays while it is valid.
-        let next = Authority::generate("palisade-ca", lifetime)?;
-        let mut certs = vec![next.cert_pem.trim().to_string()];
-        certs.extend(live_certs(&bundle).into_iter().filter(|c| c.trim() != next.cert_pem.trim()));
-        let new_bundle = certs.join("\n") + "\n";
-        let mut replacement = secret_with(name, &next, &new_bundle);
+        let next = current.rotated(lifetime)?;
+        let mut replacement = secret_with(name, &next);
         replacement.metadata.resource_version = existing.resource_version();
         match api.replace(name, &PostParams::default(), &replacement).await {
             Ok(_) => {
                 info!(secret = %format!("{namespace}/{name}"), "rotated the Palisade CA");
-                return Ok(CaState { authority: next, bundle: new_bundle });
+                return Ok(next);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(TlsError::Contention(format!("{namespace}/{name}")))
+    Err(CaStoreError::Contention(format!("{namespace}/{name}")))
 }
 
 /// Sets `caBundle` of every webhook of the named configurations to `bundle`; returns how many
@@ -135,7 +101,7 @@ pub async fn publish_ca_bundle(
     client: &Client,
     configurations: &[String],
     bundle: &str,
-) -> Result<usize, TlsError> {
+) -> Result<usize, CaStoreError> {
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let mut changed = 0;
     for name in configurations {
@@ -165,19 +131,4 @@ pub async fn publish_ca_bundle(
         }
     }
     Ok(changed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expired_certificates_leave_the_bundle() {
-        let live = Authority::generate("live", Duration::from_secs(3600)).unwrap();
-        let expired = Authority::generate("expired", Duration::ZERO).unwrap();
-        std::thread::sleep(Duration::from_millis(1100));
-        let bundle = format!("{}\n{}", live.cert_pem, expired.cert_pem);
-        let kept = live_certs(&bundle);
-        assert_eq!(kept, vec![live.cert_pem.trim().to_string()]);
-    }
 }

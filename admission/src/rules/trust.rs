@@ -5,8 +5,8 @@
 //! is empty (nothing could ever verify it); the operator verifies with exactly these sets.
 //! Pure: the operator resolves the Secret references.
 
-use palisade_api::mcppolicy::MCPPolicy;
-use palisade_api::mcpserver::MCPServer;
+use palisade_crds::mcppolicy::MCPPolicy;
+use palisade_crds::mcpserver::MCPServer;
 
 /// Where a public key comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

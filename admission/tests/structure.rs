@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use palisade_webhooks::check;
+use palisade_admission::check;
 
 fn example_text(file: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file))

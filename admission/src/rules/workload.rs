@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use palisade_api::MCP_SERVER_LABEL;
 use palisade_core::image::ImageRef;
+use palisade_crds::MCP_SERVER_LABEL;
 use serde_json::Value;
 
-use crate::rules::{pss, server};
+use crate::rules::{mcpserver, pss};
 use crate::verdict::Verdict;
 
 /// Kinds that carry a pod template, and where it is.
@@ -163,7 +163,7 @@ pub fn beyond_pss(spec: &PodSpec, prefix: &str) -> Verdict {
             // An image entrypoint (no command) is the image's business, and the gateway's
             // own containers are checked by their digest.
             if !argv.is_empty() {
-                server::argv_rules(
+                mcpserver::argv_rules(
                     &mut v,
                     &argv,
                     command.len(),
@@ -173,7 +173,7 @@ pub fn beyond_pss(spec: &PodSpec, prefix: &str) -> Verdict {
             }
             for (j, e) in c.env.iter().flatten().enumerate() {
                 let field = format!("{at}.env[{j}]");
-                if server::injects_code(&e.name) {
+                if mcpserver::injects_code(&e.name) {
                     v.deny(
                         "baseline.envInjection",
                         format!("{field}.name"),
@@ -181,7 +181,7 @@ pub fn beyond_pss(spec: &PodSpec, prefix: &str) -> Verdict {
                     );
                 }
                 if let Some(value) = &e.value
-                    && let Some(why) = server::plaintext_env(&e.name, value)
+                    && let Some(why) = mcpserver::plaintext_env(&e.name, value)
                 {
                     v.deny(
                         "baseline.plaintextSecret",

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use kube::core::Selector;
-use palisade_api::mcppolicy::MCPPolicy;
-use palisade_api::quantity;
-use palisade_core::policy::ToolEffect;
+use palisade_core::spec::ToolEffect;
 use palisade_core::{net, revisions};
+use palisade_crds::mcppolicy::MCPPolicy;
+use palisade_crds::quantity;
 use regex::Regex;
 
 use crate::verdict::Verdict;
@@ -123,7 +123,8 @@ pub fn review_policy(policy: &MCPPolicy) -> Verdict {
         }
     }
     for (i, port) in p.egress.allowed_risky_ports.iter().enumerate() {
-        if !crate::rules::server::RISKY_PORTS.iter().any(|(lo, hi, _)| lo <= port && port <= hi) {
+        if !crate::rules::mcpserver::RISKY_PORTS.iter().any(|(lo, hi, _)| lo <= port && port <= hi)
+        {
             v.warn(format!("spec.egress.allowedRiskyPorts[{i}]: port {port} is not blocked by default; listing it has no effect"));
         }
     }

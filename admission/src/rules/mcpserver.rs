@@ -5,15 +5,15 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use palisade_api::mcppolicy::MCPPolicy;
-use palisade_api::mcpserver::{
-    EgressPort, KeylessIdentity, MCPServer, MCPServerSpec, PortProtocol, Resources,
-};
-use palisade_api::quantity;
 use palisade_core::image::ImageRef;
 use palisade_core::net::{self, DeniedOverlap};
-use palisade_core::policy::{ArgumentRule, FreeText, ToolEffect, UnlistedTools};
-use palisade_core::{revisions, secrets};
+use palisade_core::spec::{ArgumentRule, FreeText, ToolEffect, UnlistedTools};
+use palisade_core::{paths, revisions, secrets};
+use palisade_crds::mcppolicy::MCPPolicy;
+use palisade_crds::mcpserver::{
+    EgressPort, KeylessIdentity, MCPServer, MCPServerSpec, PortProtocol, Resources,
+};
+use palisade_crds::quantity;
 use regex::Regex;
 
 use crate::rules::{argv, trust};
@@ -165,25 +165,6 @@ pub const SMUGGLED_FIELDS: &[&str] = &[
     "sidecars",
     "initContainers",
 ];
-
-pub fn normalize_abs_path(path: &str) -> Option<String> {
-    if !path.starts_with('/') || path.contains('\0') || path.contains('\\') {
-        return None;
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in path.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => return None,
-            s => parts.push(s),
-        }
-    }
-    Some(format!("/{}", parts.join("/")))
-}
-
-fn under(path: &str, root: &str) -> bool {
-    path == root || path.starts_with(&format!("{root}/"))
-}
 
 /// What the selecting policies permit beyond the baseline. An exception holds only when every
 /// selecting policy (and at least one) grants it, so the strictest policy wins.
@@ -388,7 +369,7 @@ fn identity(v: &mut Verdict, spec: &MCPServerSpec) {
             "spec.runAsUser",
             "UID 0 is root; use a non-zero UID such as 65532",
         ),
-        Some(uid) if uid == palisade_api::GATEWAY_UID => v.deny(
+        Some(uid) if uid == palisade_crds::GATEWAY_UID => v.deny(
             "baseline.nonRoot",
             "spec.runAsUser",
             format!("UID {uid} is the gateway's; the server runs under another UID so that it cannot touch the gateway's files or processes"),
@@ -461,11 +442,11 @@ fn mounts(v: &mut Verdict, spec: &MCPServerSpec) {
     }
     let mut seen = BTreeSet::new();
     for (field, path) in &mounts {
-        match normalize_abs_path(path) {
-            None => v.deny("baseline.mountPath", field.clone(), format!("{path:?} must be an absolute path without .., backslashes or NUL")),
-            Some(p) if p == "/" => v.deny("baseline.mountPath", field.clone(), "mounting over / would replace the read-only root filesystem; name a subdirectory such as /tmp"),
-            Some(p) if FORBIDDEN_MOUNT_ROOTS.iter().any(|r| under(&p, r)) => v.deny("baseline.mountPath", field.clone(), format!("{p} is reserved for the kernel or for Palisade; choose another directory")),
-            Some(p) => {
+        match paths::normal_form(path) {
+            Err(e) => v.deny("baseline.mountPath", field.clone(), format!("{path:?} must be a plain absolute path: {e}")),
+            Ok(p) if p == "/" => v.deny("baseline.mountPath", field.clone(), "mounting over / would replace the read-only root filesystem; name a subdirectory such as /tmp"),
+            Ok(p) if FORBIDDEN_MOUNT_ROOTS.iter().any(|r| paths::is_under(&p, r)) => v.deny("baseline.mountPath", field.clone(), format!("{p} is reserved for the kernel or for Palisade; choose another directory")),
+            Ok(p) => {
                 if !seen.insert(p.clone()) {
                     v.deny("baseline.mountPath", field.clone(), format!("{p} is mounted twice"));
                 }
@@ -543,7 +524,7 @@ fn authentication(v: &mut Verdict, spec: &MCPServerSpec) {
             "the gateway is reachable over the network: configure spec.auth.oidc or spec.auth.mtls",
         );
     }
-    if spec.auth.mode == palisade_core::policy::AuthMode::AllOf
+    if spec.auth.mode == palisade_core::spec::AuthMode::AllOf
         && (spec.auth.oidc.is_none() || spec.auth.mtls.is_none())
     {
         v.deny("baseline.auth", "spec.auth.mode", "AllOf needs both oidc and mtls configured");
@@ -583,7 +564,7 @@ fn tools(v: &mut Verdict, spec: &MCPServerSpec) {
     let mut tool_names = BTreeSet::new();
     let mut needs_approver = false;
     let secret_dirs: Vec<String> =
-        spec.secret_mounts.iter().filter_map(|m| normalize_abs_path(&m.mount_path)).collect();
+        spec.secret_mounts.iter().filter_map(|m| paths::normal_form(&m.mount_path).ok()).collect();
     for (i, t) in spec.tools.iter().enumerate() {
         let field = format!("spec.tools[{i}]");
         if !tool_names.insert(t.name.as_str()) {
@@ -842,21 +823,21 @@ fn argument_rule(v: &mut Verdict, a: &ArgumentRule, field: &str, secret_dirs: &[
         );
     }
     for (i, root) in a.path_roots.iter().enumerate() {
-        match normalize_abs_path(root) {
-            Some(n) if n == *root || format!("{n}/") == *root => {
-                if let Some(d) = secret_dirs.iter().find(|d| under(&n, d)) {
+        match paths::normal_form(root) {
+            Ok(n) if n == *root || format!("{n}/") == *root => {
+                if let Some(d) = secret_dirs.iter().find(|d| paths::is_under(&n, d)) {
                     v.deny("baseline.toolArguments", format!("{field}.pathRoots[{i}]"), format!("{n} lies inside the Secret mounted at {d}; a tool may never be pointed at credentials"));
                 }
             }
-            Some(n) => v.deny(
+            Ok(n) => v.deny(
                 "baseline.toolArguments",
                 format!("{field}.pathRoots[{i}]"),
                 format!("write the root in normal form: {n}"),
             ),
-            None => v.deny(
+            Err(e) => v.deny(
                 "baseline.toolArguments",
                 format!("{field}.pathRoots[{i}]"),
-                "roots must be absolute paths without .., backslashes or NUL",
+                format!("roots must be plain absolute paths: {e}"),
             ),
         }
         if root == "/" {
@@ -1032,8 +1013,7 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
                 "spec.auth.mtls",
                 "client certificates are required here: configure spec.auth.mtls",
             );
-        } else if spec.auth.oidc.is_some()
-            && spec.auth.mode != palisade_core::policy::AuthMode::AllOf
+        } else if spec.auth.oidc.is_some() && spec.auth.mode != palisade_core::spec::AuthMode::AllOf
         {
             v.deny("policy.mtls", "spec.auth.mode", "client certificates are required here: set mode: AllOf so that a token alone is not enough");
         }

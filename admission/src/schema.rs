@@ -4,8 +4,8 @@
 //! server has already applied them when the webhook sees an object.
 
 use jsonschema::Validator;
-use palisade_api::mcppolicy::MCPPolicy;
-use palisade_api::mcpserver::MCPServer;
+use palisade_crds::mcppolicy::MCPPolicy;
+use palisade_crds::mcpserver::MCPServer;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -48,7 +48,7 @@ pub struct SchemaError {
 impl CrdSchema {
     fn for_kind(kind: &str) -> Result<CrdSchema, SchemaError> {
         let err = |reason: String| SchemaError { kind: kind.to_string(), reason };
-        let crd = palisade_api::crds()
+        let crd = palisade_crds::crds()
             .into_iter()
             .map(|(_, crd)| crd)
             .find(|crd| crd.spec.names.kind == kind)

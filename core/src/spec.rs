@@ -1,6 +1,7 @@
-//! Policy types that appear both in the `MCPServer` spec and in the gateway's configuration
-//! file. They carry no Kubernetes references, so the gateway links them without any
-//! Kubernetes code, and the operator copies them from spec to config unchanged.
+//! The security settings of a server that appear both in the `MCPServer` spec and in the
+//! gateway's configuration file (roles, tool policies, limits, validation). They carry no
+//! Kubernetes references, so the gateway links them without any Kubernetes code, and the
+//! operator copies them from spec to config unchanged.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use palisade_webhooks::admission::{Claimed, Inputs, decide, server_digest};
+use palisade_admission::decide::{Claimed, Inputs, decide, server_digest};
 use serde_json::{Value, json};
 
 fn example(file: &str) -> Value {
