@@ -1,13 +1,10 @@
 //! `palisade`: one binary for the offline tools, the operator and the admission webhook.
 
-mod cli;
-mod operator;
-mod osv;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use palisade_operator::{cli, run};
 use palisade_render::FqdnPolicy;
 
 #[derive(Parser)]
@@ -78,7 +75,7 @@ enum Command {
     },
     /// Run the operator: reconcile MCPServers into hardened workloads (uses KUBECONFIG or the
     /// in-cluster service account).
-    Operator(operator::Args),
+    Operator(run::Args),
     /// Run the admission webhook (HTTPS AdmissionReview for MCPServers, MCPPolicies and
     /// workloads labelled palisade.dev/mcp-server).
     Webhook(palisade_webhooks::server::Args),
@@ -142,7 +139,7 @@ fn main() -> ExitCode {
         Command::Advisories { files, name, namespace_labels, require_sbom } => {
             cli::advisories(cli::AdvisoryArgs { files, name, namespace_labels, require_sbom })
         }
-        Command::Operator(args) => return run_async(operator::run(args)),
+        Command::Operator(args) => return run_async(run::run(args)),
         Command::Webhook(args) => return run_async(palisade_webhooks::server::run(args)),
     };
     match result {

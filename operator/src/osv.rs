@@ -72,7 +72,7 @@ pub struct Converted {
 fn purl(p: &Package) -> Option<String> {
     if let Some(purl) = &p.purl {
         // The policy's schema keeps '@' for versions: encode an npm scope's.
-        let (base, _) = crate::operator::sbom::purl_parts(purl);
+        let (base, _) = crate::sbom::purl_parts(purl);
         return Some(base.replacen("/@", "/%40", 1));
     }
     let name = p.name.trim();
@@ -337,7 +337,7 @@ mod tests {
     /// finding for an affected SBOM component and none for the fixed version.
     #[test]
     fn converted_advisories_match_sbom_components() {
-        use crate::operator::sbom::{Component, findings};
+        use crate::sbom::{Component, findings};
         let c = one(json!({"id": "GHSA-1", "affected": [{
             "package": {"ecosystem": "npm", "name": "@modelcontextprotocol/sdk"},
             "ranges": [{"type": "SEMVER", "events": [{"introduced": "1.10.0"}, {"fixed": "1.24.0"}]}]}]}));

@@ -1,12 +1,6 @@
-//! `palisade operator`: reconciles MCPServers into hardened workloads.
-
-pub mod apply;
-pub mod controller;
-pub mod metrics;
-pub mod registry;
-pub mod sbom;
-pub mod signature;
-pub mod status;
+//! `palisade operator`, the process: leader election, the watch caches (MCPServers, owned
+//! kinds, MCPPolicies, namespaces) and the controller that runs [`crate::reconcile`] on them,
+//! the metrics endpoint, and shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,8 +24,9 @@ use palisade_crds::MCPPolicy;
 use palisade_render::{FqdnPolicy, RenderOptions};
 use tracing::{error, info, warn};
 
-use controller::Context;
-use metrics::Metrics;
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context};
+use crate::{registry, signature};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,7 +73,7 @@ pub enum RunError {
     #[error("lost the leader lease; exiting so that no two replicas write")]
     LostLeadership,
     #[error("{0}")]
-    Setup(#[from] controller::Error),
+    Setup(#[from] reconcile::Error),
     #[error("metrics endpoint: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -179,7 +174,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         lifetime / 3,
     )
     .await
-    .map_err(controller::Error::from)?
+    .map_err(reconcile::Error::from)?
     .authority;
     let render = RenderOptions {
         gateway_image: args.gateway_image.clone(),
@@ -218,7 +213,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let (config_maps, cm_events) = owned_cache::<ConfigMap>(&client, &owned);
     let (network_policies, np_events) = owned_cache::<NetworkPolicy>(&client, &owned);
     let (pdbs, pdb_events) = owned_cache::<PodDisruptionBudget>(&client, &owned);
-    let caches = controller::Caches {
+    let caches = reconcile::Caches {
         deployments,
         services,
         service_accounts,
@@ -319,7 +314,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     controller
         .reconcile_all_on(policy_events)
         .graceful_shutdown_on(shutdown)
-        .run(controller::reconcile, controller::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 match e {

@@ -86,7 +86,7 @@ pub enum Verification {
 /// Checks the signature of a pinned image (`repo@sha256:...`) against every trust set (the
 /// server's own and each requiring policy's, see `palisade_admission::rules::trust`): verified
 /// only when each set has a key that verifies a signature. Implemented by
-/// [`super::signature::Cosign`]; tests may plug in others.
+/// [`crate::signature::Cosign`]; tests may plug in others.
 pub trait Verifier: Send + Sync {
     fn verify<'a>(
         &'a self,
@@ -102,6 +102,6 @@ pub trait Verifier: Send + Sync {
         image: &'a str,
     ) -> futures::future::BoxFuture<
         'a,
-        Result<std::sync::Arc<super::sbom::Sbom>, super::sbom::SbomError>,
+        Result<std::sync::Arc<crate::sbom::Sbom>, crate::sbom::SbomError>,
     >;
 }

@@ -8,7 +8,7 @@ use palisade_crds::mcpserver::conditions::{
     GATEWAY_READY, IMAGE_VERIFIED, POLICY_COMPLIANT, READY,
 };
 
-use super::registry::Verification;
+use crate::registry::Verification;
 
 /// Why the operator did not (or could not) apply the current spec.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,8 @@
-//! The MCPServer reconciler: policy check, image pinning, TLS, rendering, server-side apply,
-//! status and events.
+//! The MCPServer reconciler, one linear pass: parse (an unreadable object is reported, never
+//! fatal) -> converge (policy review, image digest, signature, supply chain, serving
+//! certificate, children) -> record (status and events, written only when they change).
+//! Everything it needs arrives in a [`Context`], so tests drive it with a mocked API server
+//! and a fake [`Verifier`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,11 +31,11 @@ use palisade_render::{RenderOptions, names};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::apply::{self, Applied, FIELD_MANAGER, Live};
-use super::metrics::{Metrics, ResultLabel};
-use super::registry::{ResolveError, Resolver, Verification, Verifier};
-use super::sbom;
-use super::status::{self, Blocker, Observed};
+use crate::apply::{self, Applied, FIELD_MANAGER, Live};
+use crate::metrics::{Metrics, ResultLabel};
+use crate::registry::{ResolveError, Resolver, Verification, Verifier};
+use crate::sbom;
+use crate::status::{self, Blocker, Observed};
 use palisade_https::ca::{self as certs, Authority};
 
 /// Leaf certificates are issued for 90 days and renewed when fewer than 30 remain.
@@ -437,10 +440,52 @@ async fn reconcile_inner(
         // Children carry owner references; the garbage collector removes them.
         return Ok(Action::await_change());
     }
-    let generation = server.metadata.generation.unwrap_or(0);
     let prev = server.status.clone().unwrap_or_default();
+    let mut progress = Progress {
+        policy_violation: None,
+        blocker: None,
+        image: prev.image.clone(),
+        verification: None,
+        config_hash: prev.config_hash.clone(),
+    };
+    converge(ctx, &server, ns, name, &mut progress).await?;
+    let blocked = progress.blocker.is_some();
+    record(ctx, obj, &server, ns, name, &prev, progress).await?;
+    // Deployment status changes and policy changes arrive through watches; these requeues
+    // only bound how long drift outside watched fields (and certificate expiry) can last.
+    Ok(Action::requeue(if blocked { BLOCKED_RECHECK } else { RESYNC }))
+}
 
-    // Policy: the baseline plus every MCPPolicy selecting the namespace, from the caches.
+/// What one reconcile found and did, for the status.
+struct Progress {
+    /// `None` when the spec complies with the baseline and every selecting policy.
+    policy_violation: Option<String>,
+    /// Why the spec does not run as written.
+    blocker: Option<Blocker>,
+    image: Option<ImageStatus>,
+    verification: Option<Verification>,
+    config_hash: Option<String>,
+}
+
+/// The server as specified, but stopped.
+fn scaled_to_zero(server: &MCPServer) -> MCPServer {
+    let mut stopped = server.clone();
+    stopped.spec.replicas = 0;
+    stopped
+}
+
+/// The steps, in order; each either lets the next run or records why the spec does not run
+/// (and stops a server that must not go on running): policy review -> image digest ->
+/// signature -> supply chain -> serving certificate -> children.
+async fn converge(
+    ctx: &Context,
+    server: &MCPServer,
+    ns: &str,
+    name: &str,
+    p: &mut Progress,
+) -> Result<(), Error> {
+    // Policy: the baseline plus every MCPPolicy selecting the namespace, from the caches, with
+    // the same review as admission's.
     let ns_labels = ctx
         .namespaces
         .get(&ObjectRef::new(ns))
@@ -448,9 +493,8 @@ async fn reconcile_inner(
         .unwrap_or_default();
     let policies: Vec<Arc<MCPPolicy>> = ctx.policies.state();
     let all: Vec<&MCPPolicy> = policies.iter().map(|p| p.as_ref()).collect();
-    let refs = review::selecting(&all, Some(&ns_labels));
-    // The same review as admission's, with what the operator knows of the namespace.
-    let policy_violation = {
+    let selecting = review::selecting(&all, Some(&ns_labels));
+    p.policy_violation = {
         let facts =
             Facts { namespace_labels: Some(&ns_labels), policies: &all, ..Facts::default() };
         match review::review(&Object::Server(Box::new(server.clone())), &facts) {
@@ -458,105 +502,109 @@ async fn reconcile_inner(
             Review::NotReviewed(why) => Some(why),
         }
     };
-    let mut blocker = policy_violation.clone().map(Blocker::PolicyViolation);
-
-    let mut image_status = prev.image.clone();
-    let mut verification = None;
-    let mut config_hash = prev.config_hash.clone();
-    if blocker.is_none() {
-        match pin_image(ctx, &server).await? {
-            Err(b) => blocker = Some(b),
-            Ok(digest) => {
-                let pinned = ImageRef::parse(&server.spec.image)
-                    .map(|r| r.with_digest(&digest).to_string())
-                    .unwrap_or_default();
-                let sets = trust::requirements(&server, &refs);
-                let v = ctx.verifier.verify(&server, &pinned, &sets).await;
-                let verified_by = match &v {
-                    Verification::Verified { by } => Some(by.clone()),
-                    _ => None,
-                };
-                let failed = match &v {
-                    Verification::Failed { message, .. } => Some(message.clone()),
-                    _ => None,
-                };
-                verification = Some(v);
-                let mut sbom_status = None;
-                if let Some(message) = failed {
-                    blocker = Some(Blocker::ImageNotVerified(format!(
-                        "the image signature did not verify: {message}"
-                    )));
-                    // An image that no longer verifies (a policy changed, a key was withdrawn)
-                    // stops: a running Deployment is scaled to zero; nothing new is created.
-                    let running =
-                        ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)).is_some();
-                    if running {
-                        let mut stopped = server.clone();
-                        stopped.spec.replicas = 0;
-                        if let Ok((_, hash)) =
-                            apply_children(ctx, &stopped, ns, name, &digest).await?
-                        {
-                            config_hash = Some(hash);
-                        }
-                    }
-                } else {
-                    let (sbom, supply_blocker) = supply_chain(ctx, &server, &pinned, &refs).await;
-                    sbom_status = sbom;
-                    // A vulnerable server is stopped, not just left as it was: its children
-                    // are applied with zero replicas until the image or the advisory changes.
-                    let stop = matches!(supply_blocker, Some(Blocker::Vulnerable(_)));
-                    blocker = supply_blocker;
-                    if blocker.is_none() || stop {
-                        if server.spec.gateway.tls_secret_name.is_none() {
-                            ensure_tls_secret(ctx, &server, ns, name).await?;
-                        }
-                        let mut desired = server.clone();
-                        if stop {
-                            desired.spec.replicas = 0;
-                        }
-                        match apply_children(ctx, &desired, ns, name, &digest).await? {
-                            Ok((_, hash)) => config_hash = Some(hash),
-                            Err(b) => blocker = Some(b),
-                        }
-                    }
-                }
-                image_status = Some(ImageStatus {
-                    reference: server.spec.image.clone(),
-                    digest: digest.clone(),
-                    verified_by,
-                    sbom: sbom_status,
-                });
-            }
-        }
+    if let Some(v) = &p.policy_violation {
+        p.blocker = Some(Blocker::PolicyViolation(v.clone()));
+        return Ok(());
     }
 
+    let digest = match pin_image(ctx, server).await? {
+        Ok(d) => d,
+        Err(b) => {
+            p.blocker = Some(b);
+            return Ok(());
+        }
+    };
+    let pinned = ImageRef::parse(&server.spec.image)
+        .map(|r| r.with_digest(&digest).to_string())
+        .unwrap_or_default();
+
+    let verification =
+        ctx.verifier.verify(server, &pinned, &trust::requirements(server, &selecting)).await;
+    let (verified_by, failed) = match &verification {
+        Verification::Verified { by } => (Some(by.clone()), None),
+        Verification::Failed { message, .. } => (None, Some(message.clone())),
+        Verification::NotChecked { .. } => (None, None),
+    };
+    p.verification = Some(verification);
+    p.image = Some(ImageStatus {
+        reference: server.spec.image.clone(),
+        digest: digest.clone(),
+        verified_by,
+        sbom: None,
+    });
+    if let Some(message) = failed {
+        p.blocker = Some(Blocker::ImageNotVerified(format!(
+            "the image signature did not verify: {message}"
+        )));
+        // An image that no longer verifies (a policy changed, a key was withdrawn) stops: a
+        // running Deployment is scaled to zero; nothing new is created.
+        if ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)).is_some()
+            && let Ok((_, hash)) =
+                apply_children(ctx, &scaled_to_zero(server), ns, name, &digest).await?
+        {
+            p.config_hash = Some(hash);
+        }
+        return Ok(());
+    }
+
+    let (sbom, supply_blocker) = supply_chain(ctx, server, &pinned, &selecting).await;
+    if let Some(image) = p.image.as_mut() {
+        image.sbom = sbom;
+    }
+    // A vulnerable server is stopped, not just left as it was: its children are applied with
+    // zero replicas until the image or the advisory changes.
+    let stop = matches!(supply_blocker, Some(Blocker::Vulnerable(_)));
+    p.blocker = supply_blocker;
+    if p.blocker.is_some() && !stop {
+        return Ok(());
+    }
+
+    if server.spec.gateway.tls_secret_name.is_none() {
+        ensure_tls_secret(ctx, server, ns, name).await?;
+    }
+    let desired = if stop { scaled_to_zero(server) } else { server.clone() };
+    match apply_children(ctx, &desired, ns, name, &digest).await? {
+        Ok((_, hash)) => p.config_hash = Some(hash),
+        Err(b) => p.blocker = Some(b),
+    }
+    Ok(())
+}
+
+/// The status that says what the reconcile found, written only when it changed, with events
+/// for the transitions a person wants to know about.
+async fn record(
+    ctx: &Context,
+    obj: &DynamicObject,
+    server: &MCPServer,
+    ns: &str,
+    name: &str,
+    prev: &MCPServerStatus,
+    p: Progress,
+) -> Result<(), Error> {
+    let generation = server.metadata.generation.unwrap_or(0);
     let deployment =
         ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| d.as_ref().clone());
     let observed = Observed {
         generation,
         desired_replicas: server.spec.replicas,
-        policy_violation: policy_violation.clone(),
-        blocker: blocker.clone(),
-        verification: verification.as_ref(),
+        policy_violation: p.policy_violation,
+        blocker: p.blocker,
+        verification: p.verification.as_ref(),
         deployment: deployment.as_ref(),
     };
-    let conditions = status::conditions(&prev.conditions, &observed);
     let new_status = MCPServerStatus {
         observed_generation: Some(generation),
-        conditions,
-        image: image_status,
+        conditions: status::conditions(&prev.conditions, &observed),
+        image: p.image,
         endpoint: Some(palisade_render::endpoint(name, ns, &ctx.render.cluster_domain)),
         server: prev.server.clone(),
-        config_hash,
+        config_hash: p.config_hash,
     };
-    if new_status != prev {
-        patch_status(ctx, ns, name, &prev, &new_status).await?;
-        announce_transitions(ctx, obj, &prev, &new_status).await;
+    if new_status != *prev {
+        patch_status(ctx, ns, name, prev, &new_status).await?;
+        announce_transitions(ctx, obj, prev, &new_status).await;
     }
-
-    // Deployment status changes and policy changes arrive through watches; these requeues
-    // only bound how long drift outside watched fields (and certificate expiry) can last.
-    Ok(Action::requeue(if blocker.is_some() { BLOCKED_RECHECK } else { RESYNC }))
+    Ok(())
 }
 
 fn condition<'a>(

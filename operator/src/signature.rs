@@ -23,8 +23,8 @@ use tracing::{debug, info};
 
 use palisade_admission::rules::trust::{self, KeySource, TrustSet};
 
-use super::registry::{Verification, Verifier};
-use super::sbom::{self, Sbom, SbomError};
+use crate::registry::{Verification, Verifier};
+use crate::sbom::{self, Sbom, SbomError};
 
 /// A positive result is trusted this long for the same image and keys; failures are never
 /// cached, so a fixed registry or a new signature is seen at the next reconcile.
