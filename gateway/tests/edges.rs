@@ -248,6 +248,18 @@ async fn stateless_requests_are_checked_before_they_reach_the_server() {
         )
         .await;
     assert_eq!(allowed_page.status, 200, "{}", allowed_page.text);
+    // Every route checks the origin, the legacy stream and the approvals API included.
+    for path in ["/sse", "/approvals/0123", "/mcp"] {
+        let r = w
+            .http
+            .get(format!("{}{path}", gw.base))
+            .header("origin", "https://evil.example")
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "GET {path} from a foreign page");
+    }
 }
 
 #[tokio::test]

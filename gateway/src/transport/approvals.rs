@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::encode::{api_refusal, json_response, plain};
-use super::layers::precheck;
 use super::{App, trace_of};
 use crate::controls::authz::Principal;
 use crate::controls::mediate::redacted;
@@ -48,9 +47,6 @@ pub(super) async fn decide(
     body: Bytes,
 ) -> Response {
     let trace = trace_of(&h);
-    if let Some(r) = precheck(&app.gw, &h, &trace) {
-        return r;
-    }
     if !app.gw.authz.is_approver(&principal) {
         events::emit(
             &app.gw.observe,

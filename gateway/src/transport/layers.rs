@@ -1,6 +1,7 @@
-//! What runs around every handler: authentication (the principal travels in the request's
-//! extensions; nothing past it runs for an unauthenticated request), the audit record of
-//! every refusal, and the checks every handler starts with (browser origin, body size).
+//! What runs around every handler, outermost first: authentication (the principal travels in
+//! the request's extensions; nothing past it runs for an unauthenticated request), the audit
+//! record of every refusal, and the browser-origin check; and the body-size check handlers
+//! share.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,7 +15,6 @@ use crate::controls::authn::challenge;
 use crate::controls::authz::Principal;
 use crate::gateway::Gateway;
 use crate::observe::events::{self, Kind};
-use crate::observe::trace::TraceContext;
 use crate::session::short;
 
 /// Authenticates every request to the MCP and approval endpoints.
@@ -99,19 +99,24 @@ fn origin_allowed(gw: &Gateway, h: &HeaderMap) -> bool {
     }
 }
 
-/// The check every handler starts with; the response to send instead, if any.
-pub(super) fn precheck(gw: &Gateway, h: &HeaderMap, trace: &TraceContext) -> Option<Response> {
-    if !origin_allowed(gw, h) {
-        events::emit(
-            &gw.observe,
-            Kind::OriginRejected,
-            &trace.request_id(),
-            "-",
-            "request from a browser origin that is not allowed",
-        );
-        return Some(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+/// Refuses a request from a browser page of another origin, before any handler runs.
+pub(super) async fn check_origin(
+    State(app): State<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if origin_allowed(&app.gw, req.headers()) {
+        return next.run(req).await;
     }
-    None
+    let trace = trace_of(req.headers());
+    events::emit(
+        &app.gw.observe,
+        Kind::OriginRejected,
+        &trace.request_id(),
+        "-",
+        "request from a browser origin that is not allowed",
+    );
+    plain(StatusCode::FORBIDDEN, "origin not allowed")
 }
 
 /// Whether a body is larger than one message may be.

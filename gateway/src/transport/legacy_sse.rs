@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::encode::{event_stream, plain};
-use super::layers::{precheck, too_large};
+use super::layers::too_large;
 use super::{App, trace_of};
 use crate::controls::authz::Principal;
 use crate::pipeline::open::{Opening, open};
@@ -25,11 +25,7 @@ use crate::state::new_id;
 /// Streams waiting for their `initialize`, by the session ID their endpoint event named.
 pub(super) type Waiting = Mutex<HashMap<String, mpsc::Sender<(u64, String)>>>;
 
-pub(super) async fn get(State(app): State<App>, h: HeaderMap) -> Response {
-    let trace = trace_of(&h);
-    if let Some(r) = precheck(&app.gw, &h, &trace) {
-        return r;
-    }
+pub(super) async fn get(State(app): State<App>) -> Response {
     if !app.gw.allowed().iter().any(|r| !r.stateless()) {
         return plain(StatusCode::NOT_FOUND, "the session-era transports are not enabled");
     }
@@ -57,9 +53,6 @@ pub(super) async fn post(
     body: Bytes,
 ) -> Response {
     let trace = trace_of(&h);
-    if let Some(r) = precheck(&app.gw, &h, &trace) {
-        return r;
-    }
     if too_large(&app.gw, &body) {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
     }

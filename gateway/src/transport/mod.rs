@@ -43,7 +43,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/sse", get(legacy_sse::get))
         .route("/messages", post(legacy_sse::post))
         .route("/approvals/{id}", get(approvals::get).post(approvals::decide))
-        // Inside authentication: every refusal of an authenticated request is audited.
+        // Innermost first: the origin check, then (inside authentication) the audit of every
+        // refusal of an authenticated request.
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), layers::check_origin))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), layers::audit_refusals))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), layers::authenticate))
         .with_state(app)

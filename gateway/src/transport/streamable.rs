@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span};
 
 use super::encode::{self, error_response, event_stream, json_response, plain, refused};
-use super::layers::{precheck, too_large};
+use super::layers::too_large;
 use super::{App, accepts, header_str, trace_of};
 use crate::controls::authz::Principal;
 use crate::gateway::Gateway;
@@ -58,9 +58,6 @@ pub(super) async fn post(
     let trace = trace_of(&h);
     let span = info_span!("mcp", request_id = %trace.request_id());
     async move {
-        if let Some(r) = precheck(&app.gw, &h, &trace) {
-            return r;
-        }
         let ctype = header_str(&h, "content-type").unwrap_or_default().to_ascii_lowercase();
         if !ctype.starts_with("application/json") {
             return plain(
@@ -366,11 +363,8 @@ async fn session_post(
 }
 
 /// GET and DELETE on the MCP path exist only in the session era: the stateless revision
-/// answers 405 (after the common prechecks).
-fn session_era_only(gw: &Gateway, h: &HeaderMap, trace: &TraceContext) -> Option<Response> {
-    if let Some(r) = precheck(gw, h, trace) {
-        return Some(r);
-    }
+/// answers 405.
+fn session_era_only(h: &HeaderMap) -> Option<Response> {
     if header_str(h, "mcp-protocol-version").and_then(Rev::parse).is_some_and(|r| r.stateless()) {
         return Some(
             Response::builder()
@@ -413,7 +407,7 @@ pub(super) async fn get(
     h: HeaderMap,
 ) -> Response {
     let trace = trace_of(&h);
-    if let Some(r) = session_era_only(&app.gw, &h, &trace) {
+    if let Some(r) = session_era_only(&h) {
         return r;
     }
     if !accepts(&h, "text/event-stream") {
@@ -452,7 +446,7 @@ pub(super) async fn delete(
     h: HeaderMap,
 ) -> Response {
     let trace = trace_of(&h);
-    if let Some(r) = session_era_only(&app.gw, &h, &trace) {
+    if let Some(r) = session_era_only(&h) {
         return r;
     }
     let session = match owned_session(&app.gw, &h, &principal, &trace, 404) {
