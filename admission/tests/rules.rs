@@ -269,3 +269,62 @@ fn internal_host_names_need_every_policy_to_allow_them() {
         "an allowance names the exact host rule"
     );
 }
+
+/// Replicas and their shared store: approvals across replicas need one; without one the
+/// limits are per replica (a warning); a store is named exactly and reached with a password.
+#[test]
+fn replicas_with_approvals_share_a_store_named_exactly() {
+    let field = "spec.gateway.state";
+    let read_only = example("everything-http.yaml");
+    assert_eq!(read_only.spec.replicas, 2);
+    let v = mcpserver::review(&read_only, &[]);
+    assert!(v.allowed(), "{}", v.message());
+    assert!(v.warnings.iter().any(|w| w.contains(field) && w.contains("per replica")), "{v:?}");
+
+    let mut gated = read_only.clone();
+    gated.spec.tools.push(
+        serde_json::from_value(serde_json::json!(
+        {"name": "delete_item", "effect": "destructive"}))
+        .unwrap(),
+    );
+    assert!(mcpserver::review(&gated, &[]).has("baseline.sharedState", field));
+    let mut single = gated.clone();
+    single.spec.replicas = 1;
+    assert!(!mcpserver::review(&single, &[]).has("baseline.sharedState", field));
+
+    let store = |url: &str, peer: serde_json::Value| {
+        let mut s = gated.clone();
+        s.spec.gateway.state = Some(
+            serde_json::from_value(serde_json::json!({
+            "url": url, "passwordSecretRef": {"name": "redis-auth", "key": "password"},
+            "peer": peer}))
+            .unwrap(),
+        );
+        mcpserver::review(&s, &[])
+    };
+    let in_cluster = serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "store"}}});
+    let ok = store("rediss://redis.store.svc:6380", in_cluster.clone());
+    assert!(ok.allowed(), "{}", ok.message());
+    assert!(!ok.warnings.iter().any(|w| w.contains("per replica")), "{ok:?}");
+    assert!(
+        store("redis://redis.store.svc:6379", in_cluster.clone())
+            .warnings
+            .iter()
+            .any(|w| w.contains("plain text"))
+    );
+    let url = "spec.gateway.state.url";
+    assert!(store("redis://redis.store.svc", in_cluster.clone()).has("baseline.sharedState", url));
+    assert!(
+        store("redis://u:pw@redis.store.svc:6379", in_cluster).has("baseline.sharedState", url)
+    );
+    let cidr = "spec.gateway.state.peer.cidr";
+    assert!(
+        store("rediss://10.0.5.7:6380", serde_json::json!({"cidr": "10.0.0.0/8"}))
+            .has("baseline.sharedState", cidr)
+    );
+    assert!(store("rediss://10.0.5.7:6380", serde_json::json!({"cidr": "10.0.5.7/32"})).allowed());
+    assert!(
+        store("rediss://169.254.169.254:6380", serde_json::json!({"cidr": "169.254.169.254/32"}))
+            .has("baseline.metadataEgress", cidr)
+    );
+}

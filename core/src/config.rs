@@ -37,6 +37,72 @@ pub struct GatewayConfig {
     /// Secret mounts (credentials are never a tool's input).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_paths: Vec<String>,
+    /// The store that replicas share approvals, budgets and sessions through; without it each
+    /// replica keeps its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateStore>,
+}
+
+/// A Redis-protocol store (Redis, Valkey, a managed Redis) shared by a server's replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StateStore {
+    /// `redis://[user@]host:port[/db]`, or `rediss://` for TLS. Never carries a password.
+    pub url: String,
+    /// The file holding the password (a mounted Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// Trust anchors (PEM) for a `rediss://` store with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Prefix of every key this gateway writes, so that servers sharing one store never see
+    /// each other's state (`palisade:<namespace>/<name>:`).
+    pub key_prefix: String,
+}
+
+/// The parts of a store URL that admission and rendering look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub has_password: bool,
+}
+
+/// Reads `redis://[user[:password]@]host:port[/db]` (or `rediss://`); the port is required,
+/// because the egress rule to the store names it.
+pub fn parse_store_url(url: &str) -> Result<StoreUrl, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("redis://") {
+        (false, r)
+    } else {
+        return Err("must start with redis:// or rediss://".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let has_password = userinfo.is_some_and(|u| u.contains(':'));
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        (h.to_string(), p.strip_prefix(':').unwrap_or_default())
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (hostport.to_string(), ""),
+        }
+    };
+    if host.is_empty() {
+        return Err("names no host".into());
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or("needs an explicit port (the egress rule to the store names it), e.g. :6379")?;
+    Ok(StoreUrl { tls, host, port, has_password })
 }
 
 /// Which MCPServer this gateway fronts (for logs, audit records and metrics labels).
@@ -157,5 +223,26 @@ pub enum ConfigError {
 impl GatewayConfig {
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         Ok(serde_json::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_name_host_and_port_and_never_a_password() {
+        let u = parse_store_url("rediss://palisade@redis.ns.svc:6380/2")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            u,
+            StoreUrl { tls: true, host: "redis.ns.svc".into(), port: 6380, has_password: false }
+        );
+        let v6 = parse_store_url("redis://[fd00::5]:6379").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((v6.host.as_str(), v6.port), ("fd00::5", 6379));
+        assert!(parse_store_url("redis://u:secret@h:6379").is_ok_and(|u| u.has_password));
+        assert!(parse_store_url("redis://h").is_err(), "port required");
+        assert!(parse_store_url("redis://:6379").is_err(), "host required");
+        assert!(parse_store_url("http://h:6379").is_err());
     }
 }

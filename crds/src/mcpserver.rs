@@ -254,12 +254,13 @@ pub struct EgressRule {
     pub ports: Vec<EgressPort>,
 }
 
-/// A peer that may connect to the gateway port. Within one entry, selectors combine (AND).
+/// A network peer: pods (selected by labels, in the MCPServer's namespace or in selected
+/// namespaces) or a CIDR. Within one entry, selectors combine (AND).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("has(self.namespaceSelector) || has(self.podSelector) || has(self.cidr)").message("set namespaceSelector, podSelector or cidr"))]
 #[x_kube(validation = Rule::new("!has(self.cidr) || !(has(self.namespaceSelector) || has(self.podSelector))").message("cidr cannot be combined with selectors"))]
-pub struct IngressPeer {
+pub struct Peer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Pods in the MCPServer's namespace (or in the selected namespaces).
@@ -317,6 +318,28 @@ pub struct GatewaySpec {
     /// Resources of the gateway container (defaults: 50m/64Mi requested, 500m/128Mi limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// A store the gateway replicas share approvals, budgets and sessions through. Without it
+    /// each replica keeps its own (see docs/state.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<SharedState>,
+}
+
+/// A Redis-protocol store (Redis 7, Valkey, a managed Redis) shared by the gateway replicas.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.url.startsWith('redis://') || self.url.startsWith('rediss://')").message("url must start with redis:// (or rediss:// for TLS)").field_path(".url"))]
+pub struct SharedState {
+    /// `redis://[user@]host:port[/db]`, or `rediss://` for TLS. No password in the URL.
+    #[schemars(length(min = 1, max = 512))]
+    pub url: String,
+    /// The store's password. Required: the MCP server shares the pod's network, and a store it
+    /// could use without the gateway's password would let it forge approvals and budgets.
+    pub password_secret_ref: KeyRef,
+    /// CA certificate (PEM) of a `rediss://` store with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
+    /// Where the store runs: Palisade adds an egress rule to it for the URL's port only.
+    pub peer: Peer,
 }
 
 /// The desired state of an MCP server.
@@ -411,7 +434,7 @@ pub struct MCPServerSpec {
     /// Who may reach the gateway. Empty: nobody (the Service exists but every peer is denied).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
-    pub ingress: Vec<IngressPeer>,
+    pub ingress: Vec<Peer>,
     #[serde(default)]
     pub audit: AuditSpec,
     #[serde(default)]

@@ -333,11 +333,24 @@ pub fn palisade_bin() -> PathBuf {
     })
 }
 
+/// A loopback port nothing listens on, below the kernel's ephemeral range (32768 and up), so
+/// that no outgoing connection of a parallel test takes it before its server binds it; a
+/// port is handed out once per test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let Ok(mut given) = GIVEN.lock() else { return 0 };
+    let given = given.get_or_insert_with(HashSet::new);
+    let mut port = 20000 + (std::process::id() as u16 % 10000);
+    for _ in 0..11000 {
+        port = if port >= 30999 { 20000 } else { port + 1 };
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    0
 }
 
 /// An operator process (`palisade operator`) of a test, killed when dropped.

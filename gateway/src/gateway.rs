@@ -21,6 +21,7 @@ use crate::observe::metrics::Metrics;
 use crate::protocol::revision::{R2025_11, R2026, Rev};
 use crate::session::{ClientSession, MemorySessions, SessionRegistry, short};
 use crate::state::State;
+use crate::state::redis::{Redis, StoreError};
 use crate::upstream::probe::{self, Probe, ServerInfo, gateway_initialize};
 use crate::upstream::{Bounds, Connection, Connector, Target, UpstreamError};
 
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub authn: Authenticator,
     pub state: State,
     pub resolver: Box<dyn Resolve>,
+    /// Held while a session opened elsewhere is resumed here (one at a time).
+    pub resuming: tokio::sync::Mutex<()>,
 }
 
 /// What can keep a gateway from starting.
@@ -47,6 +50,8 @@ pub enum StartError {
     Auth(#[from] AuthError),
     #[error("{0}")]
     Audit(#[from] AuditError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 pub fn target_of(cfg: &GatewayConfig) -> Target {
@@ -67,6 +72,10 @@ impl Gateway {
         let authz = Authorizer::new(&config);
         let authn = Authenticator::new(&config)?;
         let audit = Audit::new(&config.audit)?;
+        let state = match &config.state {
+            Some(store) => State::shared(Redis::connect(store)?),
+            None => State::in_memory(),
+        };
         Ok(Arc::new(Gateway {
             config: RwLock::new(Arc::new(config)),
             config_path,
@@ -78,8 +87,9 @@ impl Gateway {
             observe: Observer { metrics: Metrics::new(), audit },
             authz,
             authn,
-            state: State::in_memory(),
+            state,
             resolver: Box::new(SystemResolver),
+            resuming: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -174,7 +184,46 @@ impl Gateway {
         ok
     }
 
+    /// How long a session may stay unused.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.config().limits.idle_timeout_seconds))
+    }
+
+    /// Marks a session used: here, and in the shared record that lets other replicas resume
+    /// it. `false` when the record is gone: the session was ended through another replica (or
+    /// expired there), and it is closed here too. While the store cannot be reached, the
+    /// session goes on here.
+    pub async fn keep(&self, s: &ClientSession) -> bool {
+        s.touch();
+        let Some(store) = self.state.sessions.as_ref() else { return true };
+        match store.touch(&s.id, self.idle_timeout()).await {
+            Ok(true) => true,
+            Ok(false) => {
+                info!(session = %short(&s.id), "session ended on another replica; closed here");
+                self.close_here(&s.id).await;
+                false
+            }
+            Err(_) => {
+                warn!(session = %short(&s.id), "state store unavailable: the session's record was not refreshed");
+                true
+            }
+        }
+    }
+
+    /// Ends a session everywhere: here, and its record (the client ended it, or it failed
+    /// closed).
     pub async fn end_session(&self, id: &str) -> bool {
+        if let Some(store) = self.state.sessions.as_ref()
+            && store.remove(id).await.is_err()
+        {
+            warn!(session = %short(id), "state store unavailable: the session's record stays until it expires");
+        }
+        self.close_here(id).await
+    }
+
+    /// Closes this replica's copy of a session (idle here, its server recycled, or the
+    /// gateway stopping); another replica may still resume it from its record.
+    pub async fn close_here(&self, id: &str) -> bool {
         let removed = self.sessions.remove(id);
         self.observe.metrics.sessions.set(self.sessions.len() as i64);
         match removed {
@@ -190,10 +239,11 @@ impl Gateway {
         }
     }
 
-    /// Ends every session (the gateway is stopping).
-    pub async fn end_all_sessions(&self) {
+    /// Closes every session here (the gateway is stopping; with a shared store, clients
+    /// resume them on other replicas).
+    pub async fn close_all_here(&self) {
         for id in self.sessions.ids() {
-            self.end_session(&id).await;
+            self.close_here(&id).await;
         }
     }
 
@@ -202,7 +252,7 @@ impl Gateway {
         let idle = Duration::from_secs(self.config().limits.idle_timeout_seconds as u64);
         for id in self.sessions.idle(idle) {
             info!(session = %short(&id), "session idle; closed");
-            self.end_session(&id).await;
+            self.close_here(&id).await;
         }
     }
 
@@ -247,9 +297,12 @@ impl Gateway {
                 match GatewayConfig::from_json(&String::from_utf8_lossy(&bytes)) {
                     Ok(cfg) => {
                         let old = gw.config();
-                        if cfg.listen != old.listen || cfg.upstream != old.upstream {
+                        if cfg.listen != old.listen
+                            || cfg.upstream != old.upstream
+                            || cfg.state != old.state
+                        {
                             warn!(
-                                "listen or upstream changed: restart the gateway to apply them; policy changes applied now"
+                                "listen, upstream or state store changed: restart the gateway to apply them; policy changes applied now"
                             );
                         }
                         gw.set_config(cfg);

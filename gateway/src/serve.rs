@@ -161,7 +161,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         drain,
     )
     .await;
-    gw.end_all_sessions().await;
+    gw.close_all_here().await;
     gw.observe.audit.flush();
     let _ = stop_tx.send(true);
     let _ = admin_task.await;

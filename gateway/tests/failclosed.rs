@@ -356,7 +356,9 @@ async fn stripped_safety_flags_are_reported() {
     let mut cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(&h.gw.config_path).unwrap()).unwrap();
     cfg["toolDefaults"]["safetyFlagAction"] = json!("Strip");
-    drop(h.gw);
+    // The same addresses again: the first gateway must be gone, not just told to go.
+    let mut first = h.gw;
+    first.proc.0.kill().await.unwrap();
     let gw = gateway(cfg).await;
     let a = call(&gw.url, "late", json!({"n": 1, "Skip-Approval": true})).await;
     assert_eq!(a.pointer("/result/content/0/text"), Some(&json!("late 1")), "{a}");

@@ -1,11 +1,12 @@
 //! Palisade's control plane as a library, behind the `palisade` binary (`main.rs`): the
-//! offline commands (`cli`, `osv`), and the operator: `reconcile` (one MCPServer: policy
+//! offline commands (`cli`, `osv`), the approvals client (`approvals`), and the operator: `reconcile` (one MCPServer: policy
 //! review, image pinning and verification, supply chain, certificates, apply, status),
 //! with what it calls: `apply` (server-side apply against caches), `registry` (tag
 //! resolution and the `Verifier` seam), `signature` (cosign), `sbom`, `status`
 //! (conditions), `metrics`; `run` wires them into a process.
 
 pub mod apply;
+pub mod approvals;
 pub mod cli;
 pub mod metrics;
 pub mod osv;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use palisade_operator::{cli, run};
+use palisade_operator::{approvals, cli, run};
 use palisade_render::FqdnPolicy;
 
 #[derive(Parser)]
@@ -73,6 +73,9 @@ enum Command {
         #[arg(long)]
         require_sbom: bool,
     },
+    /// List, approve or deny a gateway's approval plans (a client of its approvals API).
+    #[command(subcommand)]
+    Approvals(approvals::Action),
     /// Run the operator: reconcile MCPServers into hardened workloads (uses KUBECONFIG or the
     /// in-cluster service account).
     Operator(run::Args),
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         Command::Advisories { files, name, namespace_labels, require_sbom } => {
             cli::advisories(cli::AdvisoryArgs { files, name, namespace_labels, require_sbom })
         }
+        Command::Approvals(action) => approvals::approvals(action),
         Command::Operator(args) => return run_async(run::run(args)),
         Command::Webhook(args) => return run_async(palisade_webhooks::server::run(args)),
     };

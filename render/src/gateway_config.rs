@@ -2,8 +2,8 @@
 //! where the Deployment mounts them.
 
 use palisade_core::config::{
-    AuditConfig, AuthConfig, Authorization, GatewayConfig, Listen, MtlsConfig, ServerRef, TlsFiles,
-    Upstream,
+    AuditConfig, AuthConfig, Authorization, GatewayConfig, Listen, MtlsConfig, ServerRef,
+    StateStore, TlsFiles, Upstream,
 };
 use palisade_crds::MCPServer;
 use palisade_crds::mcpserver::Transport;
@@ -14,6 +14,9 @@ pub(crate) const TLS_DIR: &str = "/etc/palisade/tls";
 pub(crate) const CLIENT_CA_DIR: &str = "/etc/palisade/client-ca";
 pub(crate) const AUDIT_KEY_DIR: &str = "/etc/palisade/audit-key";
 pub(crate) const OIDC_CA_DIR: &str = "/etc/palisade/oidc-ca";
+/// The shared state store's password and CA.
+pub(crate) const STORE_SECRET_DIR: &str = "/etc/palisade/store";
+pub(crate) const STORE_CA_DIR: &str = "/etc/palisade/store-ca";
 /// The gateway's own state that outlives a container restart (an emptyDir of the pod).
 pub(crate) const STATE_DIR: &str = "/var/lib/palisade";
 /// Where the audit chain's head is kept.
@@ -74,5 +77,11 @@ pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> Gatewa
             head_file: Some(AUDIT_HEAD_FILE.to_string()),
         },
         protected_paths: spec.secret_mounts.iter().map(|m| m.mount_path.clone()).collect(),
+        state: spec.gateway.state.as_ref().map(|s| StateStore {
+            url: s.url.clone(),
+            password_file: Some(format!("{STORE_SECRET_DIR}/{}", s.password_secret_ref.key)),
+            ca_file: s.ca_secret_ref.as_ref().map(|r| format!("{STORE_CA_DIR}/{}", r.key)),
+            key_prefix: format!("palisade:{namespace}/{name}:"),
+        }),
     }
 }

@@ -114,6 +114,8 @@ pub enum RenderError {
     BadEgress { index: usize, message: String },
     #[error("spec.ingress[{index}].cidr: {message}")]
     BadIngress { index: usize, message: String },
+    #[error("spec.gateway.state: {0}")]
+    BadStateStore(String),
     #[error("cannot serialize the gateway config: {0}")]
     Config(#[from] serde_json::Error),
 }

@@ -1,5 +1,6 @@
 //! NetworkPolicies: default deny both ways, ingress only to the gateway port, egress only to
-//! DNS and the spec's allowlist, with metadata and link-local ranges carved out of every CIDR.
+//! DNS, the spec's allowlist and the shared state store's port, with metadata and link-local
+//! ranges carved out of every CIDR.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +11,10 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use palisade_core::config::parse_store_url;
 use palisade_core::net::{self, DeniedOverlap};
 use palisade_crds::MCPServer;
-use palisade_crds::mcpserver::{EgressPort, PortProtocol};
+use palisade_crds::mcpserver::{EgressPort, Peer, PortProtocol};
 use serde_json::json;
 
 use crate::labels::Meta;
@@ -52,6 +54,21 @@ fn ip_block(cidr: &str) -> Result<IPBlock, String> {
         }
     }
     Ok(IPBlock { cidr: net.to_string(), except: (!except.is_empty()).then_some(except) })
+}
+
+/// A peer of the spec as NetworkPolicy names it (a CIDR keeps its always-denied excepts).
+fn policy_peer(peer: &Peer) -> Result<NetworkPolicyPeer, String> {
+    Ok(match &peer.cidr {
+        Some(cidr) => {
+            NetworkPolicyPeer { ip_block: Some(ip_block(cidr)?), ..NetworkPolicyPeer::default() }
+        }
+        None => NetworkPolicyPeer {
+            namespace_selector: peer.namespace_selector.clone(),
+            // Without a namespace selector, a pod selector means "in this namespace".
+            pod_selector: peer.pod_selector.clone(),
+            ip_block: None,
+        },
+    })
 }
 
 fn egress_ports(ports: &[EgressPort]) -> Vec<NetworkPolicyPort> {
@@ -106,20 +123,8 @@ pub(crate) fn network_policies(
     let mut ingress = Vec::new();
     let mut peers = Vec::new();
     for (index, peer) in server.spec.ingress.iter().enumerate() {
-        peers.push(match &peer.cidr {
-            Some(cidr) => NetworkPolicyPeer {
-                ip_block: Some(
-                    ip_block(cidr).map_err(|message| RenderError::BadIngress { index, message })?,
-                ),
-                ..NetworkPolicyPeer::default()
-            },
-            None => NetworkPolicyPeer {
-                namespace_selector: peer.namespace_selector.clone(),
-                // Without a namespace selector, a pod selector means "in this namespace".
-                pod_selector: peer.pod_selector.clone(),
-                ip_block: None,
-            },
-        });
+        peers
+            .push(policy_peer(peer).map_err(|message| RenderError::BadIngress { index, message })?);
     }
     if !peers.is_empty() {
         ingress.push(NetworkPolicyIngressRule {
@@ -178,6 +183,14 @@ pub(crate) fn network_policies(
                 ports: Some(egress_ports(&rule.ports)),
             });
         }
+    }
+    // The shared state store, on its port only.
+    if let Some(store) = &server.spec.gateway.state {
+        let url = parse_store_url(&store.url).map_err(RenderError::BadStateStore)?;
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![policy_peer(&store.peer).map_err(RenderError::BadStateStore)?]),
+            ports: Some(vec![tcp(i32::from(url.port))]),
+        });
     }
     let egress_policy = policy(
         names::egress_policy(&meta.name),

@@ -20,7 +20,9 @@ use palisade_core::config::{FILE_NAME, MOUNT_DIR};
 use palisade_crds::MCPServer;
 use palisade_crds::mcpserver::{Resources, Transport};
 
-use crate::gateway_config::{AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, STATE_DIR, TLS_DIR};
+use crate::gateway_config::{
+    AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, STATE_DIR, STORE_CA_DIR, STORE_SECRET_DIR, TLS_DIR,
+};
 use crate::labels::Meta;
 use crate::{
     ADMIN_PORT, BRIDGE_BINARY, BRIDGE_SOCKET, CONFIG_HASH_ANNOTATION, EGRESS_HOSTS_ANNOTATION,
@@ -276,6 +278,16 @@ pub(crate) fn deployment(
     if let Some(k) = &spec.audit.signing_key_secret_ref {
         volumes.push(secret_volume("audit-key", &k.name, std::slice::from_ref(&k.key)));
         gateway_mounts.push(mount("audit-key", AUDIT_KEY_DIR, true));
+    }
+    // The store's password reaches the gateway container only.
+    if let Some(store) = &spec.gateway.state {
+        let r = &store.password_secret_ref;
+        volumes.push(secret_volume("store-secret", &r.name, std::slice::from_ref(&r.key)));
+        gateway_mounts.push(mount("store-secret", STORE_SECRET_DIR, true));
+        if let Some(r) = &store.ca_secret_ref {
+            volumes.push(secret_volume("store-ca", &r.name, std::slice::from_ref(&r.key)));
+            gateway_mounts.push(mount("store-ca", STORE_CA_DIR, true));
+        }
     }
 
     let mut init_containers = Vec::new();

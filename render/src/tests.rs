@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Capabilities, HostPathVolumeSource, PodSpec, Vo
 use palisade_admission::rules::pss::{self, HARDENING_CONTROLS, RESTRICTED_CONTROLS};
 use palisade_core::spec::{ToolEffect, ToolPolicy};
 use palisade_crds::MCPServer;
-use palisade_crds::mcpserver::{EgressPort, EgressRule, IngressPeer, PortProtocol, Transport};
+use palisade_crds::mcpserver::{EgressPort, EgressRule, Peer, PortProtocol, Transport};
 
 use super::*;
 
@@ -371,11 +371,52 @@ fn ingress_allows_only_the_gateway_port_and_only_from_declared_peers() {
     assert_eq!(ingress.len(), 1);
     assert!(ingress.iter().all(|rule| rule.from.as_ref().is_some_and(|f| !f.is_empty())));
 
-    s.spec.ingress = vec![IngressPeer { cidr: Some("0.0.0.0/0".into()), ..Default::default() }];
+    s.spec.ingress = vec![Peer { cidr: Some("0.0.0.0/0".into()), ..Default::default() }];
     let r = render(&s, &RenderOptions::default()).unwrap();
     let ingress = r.network_policies[1].spec.clone().unwrap().ingress.unwrap();
     let block = ingress[0].from.as_ref().unwrap()[0].ip_block.clone().unwrap();
     assert!(block.except.unwrap().contains(&"169.254.0.0/16".to_string()));
+}
+
+#[test]
+fn the_shared_store_is_reachable_on_its_port_only() {
+    let mut server = example("everything-http.yaml");
+    let without = render(&server, &RenderOptions::default()).unwrap();
+    server.spec.gateway.state = Some(
+        serde_json::from_value(serde_json::json!({
+            "url": "redis://redis.store.svc:6379",
+            "passwordSecretRef": {"name": "redis-auth", "key": "password"},
+            "peer": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "store"}},
+                     "podSelector": {"matchLabels": {"app": "redis"}}}}))
+        .unwrap(),
+    );
+    let with = render(&server, &RenderOptions::default()).unwrap();
+    let egress = |r: &Rendered| {
+        let p = r
+            .network_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("everything-egress"))
+            .unwrap();
+        p.spec.as_ref().unwrap().egress.clone().unwrap()
+    };
+    let (before, after) = (egress(&without), egress(&with));
+    assert_eq!(after.len(), before.len() + 1);
+    let added = after.iter().find(|r| !before.contains(r)).unwrap();
+    let serde_json::Value::Object(rule) = serde_json::to_value(added).unwrap() else { panic!() };
+    assert_eq!(
+        serde_json::Value::Object(rule),
+        serde_json::json!({
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "store"}},
+                    "podSelector": {"matchLabels": {"app": "redis"}}}],
+            "ports": [{"port": 6379, "protocol": "TCP"}]
+        })
+    );
+    // A URL without a port cannot be rendered into a rule.
+    server.spec.gateway.state.as_mut().unwrap().url = "redis://redis.store.svc".into();
+    assert!(matches!(
+        render(&server, &RenderOptions::default()),
+        Err(RenderError::BadStateStore(_))
+    ));
 }
 
 #[test]
@@ -540,6 +581,14 @@ fn secret_references_become_read_only_files_the_gateway_config_names() {
     server.spec.audit.signing_key_secret_ref = Some(
         serde_json::from_value(serde_json::json!({"name": "audit", "key": "ed25519.pem"})).unwrap(),
     );
+    server.spec.gateway.state = Some(
+        serde_json::from_value(serde_json::json!({
+            "url": "rediss://palisade@redis.store.svc:6380",
+            "passwordSecretRef": {"name": "redis-auth", "key": "password"},
+            "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
+            "peer": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "store"}}}}))
+        .unwrap(),
+    );
     let r = render(&server, &RenderOptions::default()).unwrap();
     let cfg = &r.gateway_config;
     let p = pod(&r);
@@ -549,7 +598,13 @@ fn secret_references_become_read_only_files_the_gateway_config_names() {
     let mut files = vec![cfg.auth.oidc_ca_file.clone().unwrap()];
     files.extend(cfg.auth.mtls.as_ref().map(|m| m.client_ca_file.clone()));
     files.extend(cfg.audit.signing_key_file.clone());
-    assert_eq!(files.len(), 3, "{files:?}");
+    let store = cfg.state.as_ref().unwrap();
+    files.extend(store.password_file.clone());
+    files.extend(store.ca_file.clone());
+    assert_eq!(files.len(), 5, "{files:?}");
+    // Each server's keys apart from every other's in a store they share.
+    assert_eq!(store.key_prefix, "palisade:mcp-demo/everything:");
+    assert_eq!(store.url, "rediss://palisade@redis.store.svc:6380");
     for file in files {
         // The deepest mount holding the file is the one that serves it.
         let m = mounts

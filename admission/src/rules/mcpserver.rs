@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use palisade_core::config::parse_store_url;
 use palisade_core::image::ImageRef;
 use palisade_core::net::{self, DeniedOverlap};
 use palisade_core::spec::{ArgumentRule, FreeText, ToolEffect, UnlistedTools};
@@ -219,7 +220,60 @@ pub fn baseline(server: &MCPServer, allow: &Allowances) -> Verdict {
     signature(&mut v, server, allow);
     egress(&mut v, spec, allow);
     ingress(&mut v, spec);
+    shared_state(&mut v, spec);
     v
+}
+
+/// Replicas and the state they share: an approval given through one replica must be known to
+/// the replica that redeems it, so approval-gated tools with more than one replica need a
+/// shared store; the store must be reachable only with a password and named exactly.
+fn shared_state(v: &mut Verdict, spec: &MCPServerSpec) {
+    let gated = spec.tools.iter().any(|t| t.approval_required())
+        || spec.tool_defaults.unlisted == UnlistedTools::RequireApproval;
+    let Some(store) = &spec.gateway.state else {
+        if spec.replicas > 1 && gated {
+            v.deny(
+                "baseline.sharedState",
+                "spec.gateway.state",
+                format!(
+                    "{} replicas with approval-gated tools: an approval made through one replica is unknown to the others; set spec.gateway.state (a Redis-protocol store the replicas share) or use replicas: 1",
+                    spec.replicas
+                ),
+            );
+        } else if spec.replicas > 1 {
+            v.warn(format!(
+                "{} replicas without spec.gateway.state: rate limits and budgets hold per replica (so up to {}x the configured values) and a session-era client must keep reaching the same replica",
+                spec.replicas, spec.replicas
+            ));
+        }
+        return;
+    };
+    match parse_store_url(&store.url) {
+        Err(e) => v.deny("baseline.sharedState", "spec.gateway.state.url", e),
+        Ok(u) if u.has_password => v.deny(
+            "baseline.sharedState",
+            "spec.gateway.state.url",
+            "the URL carries a password; move it to a Secret named by passwordSecretRef",
+        ),
+        Ok(u) if !u.tls => v.warn(
+            "spec.gateway.state.url is redis:// (plain text): approvals and session records cross the network unencrypted; prefer rediss://",
+        ),
+        Ok(_) => {}
+    }
+    if let Some(cidr) = &store.peer.cidr {
+        let field = "spec.gateway.state.peer.cidr";
+        let denied = net::always_denied_everywhere();
+        if let Some(n) = egress_cidr(v, cidr, field, &denied) {
+            let narrow = if n.addr().is_ipv4() { 24 } else { 64 };
+            if n.prefix_len() < narrow {
+                v.deny(
+                    "baseline.sharedState",
+                    field,
+                    format!("{cidr} is wider than a store needs; name its addresses (/{narrow} or narrower)"),
+                );
+            }
+        }
+    }
 }
 
 /// Image: pinned by digest or an immutable-looking tag; never latest or untagged.

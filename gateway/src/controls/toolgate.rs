@@ -14,15 +14,17 @@ use serde_json::{Map, Value, json};
 use crate::controls::approvals::{META_KEY, plan_result};
 use crate::controls::authz::Principal;
 use crate::controls::guard::{self, Resolve};
-use crate::controls::quota::{self, SessionBudget};
-use crate::observe::Observer;
+use crate::controls::quota::{self, QuotaError};
 use crate::observe::audit::CallRecord;
 use crate::observe::events::{self, Kind};
+use crate::observe::{Observer, short};
 use crate::protocol::digest::digest;
-use crate::protocol::jsonrpc::{self, INVALID_PARAMS, LIMIT_EXCEEDED, POLICY_REFUSED};
+use crate::protocol::jsonrpc::{
+    self, INVALID_PARAMS, LIMIT_EXCEEDED, POLICY_REFUSED, STATE_UNAVAILABLE,
+};
 use crate::protocol::revision::Rev;
 use crate::protocol::tool::Tool;
-use crate::state::{Exceeded, Plan, State};
+use crate::state::{ApprovalError, Exceeded, Plan, State};
 /// Where a client (an agent framework) reports how deep in a chain of tool calls it is.
 pub const CHAIN_DEPTH_KEY: &str = "palisade.dev/chainDepth";
 
@@ -86,8 +88,8 @@ pub struct Gate<'a> {
     pub request_id: &'a str,
     /// The client's revision.
     pub rev: Rev,
-    /// The short session ID, for audit records, and its budget (session era).
-    pub session: Option<(String, &'a SessionBudget)>,
+    /// The session's ID (session era): its budgets, and its short form in audit records.
+    pub session: Option<&'a str>,
     pub state: &'a State,
     pub resolver: &'a dyn Resolve,
     pub observe: &'a Observer,
@@ -120,7 +122,7 @@ impl Gate<'_> {
         CallRecord {
             request_id: self.request_id,
             principal: &self.principal.subject,
-            session: self.session.as_ref().map(|(s, _)| s.clone()),
+            session: self.session.map(short),
             revision: self.rev.as_str(),
             method: "tools/call",
             name: Some(tool),
@@ -140,14 +142,54 @@ pub struct Passed {
     pub approval: Option<Plan>,
 }
 
-fn over(id: &Value, e: Exceeded) -> Refused {
+/// How long a client waits before retrying a call refused because the state store is down.
+const STORE_RETRY_SECONDS: u64 = 5;
+
+/// The answer to a call that needs the shared state store while it is unreachable.
+pub fn state_unavailable(id: &Value) -> Value {
+    jsonrpc::error(
+        Some(id.clone()),
+        STATE_UNAVAILABLE,
+        format!(
+            "The gateway cannot reach its state store, so calls that change state (and approvals) are refused; retry after {STORE_RETRY_SECONDS} s"
+        ),
+        Some(json!({"retryAfterSeconds": STORE_RETRY_SECONDS})),
+    )
+}
+
+fn store_down(id: &Value) -> Refused {
+    Refused {
+        kind: Kind::PolicyBlock,
+        reason: "state store unavailable".into(),
+        response: state_unavailable(id),
+    }
+}
+
+fn over(id: &Value, e: QuotaError) -> Refused {
+    let e: Exceeded = match e {
+        QuotaError::Exceeded(e) => e,
+        QuotaError::Unavailable => return store_down(id),
+    };
+    let advice = if e.limit.ends_with("per session") {
+        "start a new session".to_string()
+    } else {
+        format!("retry after {} s", e.retry_after_seconds)
+    };
     refused(
         id,
         Kind::RateLimit,
         LIMIT_EXCEEDED,
-        format!("Limit reached: {}; retry after {} s", e.limit, e.retry_after_seconds),
+        format!("Limit reached: {}; {advice}", e.limit),
         Some(json!({"limit": e.limit, "retryAfterSeconds": e.retry_after_seconds})),
     )
+}
+
+/// An approval that could not be used or recorded.
+fn approval_refused(id: &Value, e: ApprovalError) -> Refused {
+    match e {
+        ApprovalError::Unavailable => store_down(id),
+        e => refused(id, Kind::PolicyBlock, POLICY_REFUSED, e.to_string(), None),
+    }
 }
 
 /// The gate. `Ok(Err(plan_result))` is the plan returned instead of forwarding.
@@ -240,10 +282,12 @@ pub async fn check(
             params.get_mut("_meta").and_then(Value::as_object_mut).and_then(|m| m.remove(META_KEY));
         match presented {
             Some(Value::String(approval_id)) => {
-                let plan =
-                    gate.state.approvals.redeem(&approval_id, &tool, &args, who).await.map_err(
-                        |e| refused(id, Kind::PolicyBlock, POLICY_REFUSED, e.to_string(), None),
-                    )?;
+                let plan = gate
+                    .state
+                    .approvals
+                    .redeem(&approval_id, &tool, &args, who)
+                    .await
+                    .map_err(|e| approval_refused(id, e))?;
                 approval = Some(plan);
             }
             Some(_) => {
@@ -257,10 +301,12 @@ pub async fn check(
             }
             None => {
                 let preview = preview(gate, id, &tool, &args, &known).await?;
-                let plan =
-                    gate.state.approvals.propose(&tool, args, who, preview).await.map_err(|e| {
-                        refused(id, Kind::PolicyBlock, POLICY_REFUSED, e.to_string(), None)
-                    })?;
+                let plan = gate
+                    .state
+                    .approvals
+                    .propose(&tool, args, who, preview)
+                    .await
+                    .map_err(|e| approval_refused(id, e))?;
                 gate.observe.audit.record(
                     "approval_requested",
                     json!({
@@ -286,20 +332,9 @@ pub async fn check(
     }
 
     // Budgets and rates, counted only for calls that go to the server.
-    quota::tool_call(gate.state.counters.as_ref(), cfg, who, &tool, effect)
+    quota::tool_call(gate.state, cfg, who, &tool, effect, gate.session)
         .await
         .map_err(|e| over(id, e))?;
-    if let Some((_, budget)) = &gate.session
-        && let Err(limit) = budget.take(cfg, effect)
-    {
-        return Err(refused(
-            id,
-            Kind::RateLimit,
-            LIMIT_EXCEEDED,
-            format!("Limit reached: {limit}; start a new session"),
-            Some(json!({"limit": limit})),
-        ));
-    }
     Ok(Ok(Passed { effect, approval }))
 }
 
@@ -342,15 +377,9 @@ async fn preview(
         );
         return Ok(None);
     }
-    quota::tool_call(
-        gate.state.counters.as_ref(),
-        gate.cfg,
-        &gate.principal.subject,
-        tool,
-        ToolEffect::Read,
-    )
-    .await
-    .map_err(|e| over(id, e))?;
+    quota::tool_call(gate.state, gate.cfg, &gate.principal.subject, tool, ToolEffect::Read, None)
+        .await
+        .map_err(|e| over(id, e))?;
     let mut a = args.clone();
     a.insert(dry.argument.clone(), Value::Bool(true));
     let mut params = json!({"name": tool, "arguments": a});

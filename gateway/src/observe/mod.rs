@@ -11,3 +11,9 @@ pub struct Observer {
     pub metrics: metrics::Metrics,
     pub audit: audit::Audit,
 }
+
+/// A secret identifier (a session or approval ID) as logs and audit records show it: its
+/// first characters, never the whole secret.
+pub fn short(id: &str) -> String {
+    id.chars().take(8).collect()
+}

@@ -1,7 +1,9 @@
 //! Opening a session of the session era: the client's `initialize` is checked against the
 //! pinned revisions and its schema, goes to a fresh connection to the server, and the
-//! server's answer must agree to a pinned revision; the session is then registered and the
-//! messages the server starts on its own are checked and mediated on their way to the client.
+//! server's answer must agree to a pinned revision; the session is then registered (and
+//! recorded for the other replicas, when they share a store) and the messages the server
+//! starts on its own are checked and mediated on their way to the client. Finding a session
+//! resumes, on this replica, one that another replica opened.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Refusal;
 use crate::controls::authz::Principal;
@@ -22,9 +24,11 @@ use crate::protocol::jsonrpc::{
     UPSTREAM_UNAVAILABLE,
 };
 use crate::protocol::revision::Rev;
-use crate::protocol::schema::{self, Direction};
+use crate::protocol::schema::{self, Direction, Method};
 use crate::protocol::translate::without_tasks;
 use crate::session::{ClientSession, short};
+use crate::state::SessionRecord;
+use crate::upstream::Connection;
 
 /// What the client asked to open.
 pub struct Opening {
@@ -84,42 +88,33 @@ pub async fn open(gw: &Arc<Gateway>, o: Opening) -> Result<(Arc<ClientSession>, 
     if let Some(p) = params.as_mut() {
         without_tasks(p);
     }
-    let unavailable = |id: &Value| {
-        Refusal::new(
-            200,
-            Some(id.clone()),
-            UPSTREAM_UNAVAILABLE,
-            "The MCP server is unavailable",
-            None,
-        )
-    };
-    let upstream = gw.open_upstream(rev).await.map_err(|_| unavailable(&id))?;
-    let timeout = Duration::from_secs(u64::from(gw.config().limits.request_timeout_seconds));
-    let answer = match upstream.call("initialize", params, timeout).await {
-        Ok(a) => a,
-        Err(_) => {
-            upstream.close().await;
-            return Err(unavailable(&id));
+    let (upstream, result) = match handshake(gw, rev, params.clone(), def).await {
+        Ok(done) => done,
+        Err(Failed::Unavailable) => {
+            return Err(Refusal::new(
+                200,
+                Some(id),
+                UPSTREAM_UNAVAILABLE,
+                "The MCP server is unavailable",
+                None,
+            ));
+        }
+        Err(Failed::Refused(mut e)) => {
+            e["id"] = id;
+            mediate::error(&mut e);
+            return Err(Refusal { status: 200, message: e });
+        }
+        Err(Failed::Invalid(why)) => {
+            event(Kind::UpstreamValidationFailure, &format!("initialize: {why}"));
+            return Err(Refusal::new(
+                200,
+                Some(id),
+                UPSTREAM_INVALID,
+                "The MCP server sent an invalid response",
+                None,
+            ));
         }
     };
-    let Some(result) = answer.get("result") else {
-        upstream.close().await;
-        let mut e = answer.clone();
-        e["id"] = id;
-        mediate::error(&mut e);
-        return Err(Refusal { status: 200, message: e });
-    };
-    if let Err(e) = schema::check_result(def, result, rev, true) {
-        event(Kind::UpstreamValidationFailure, &format!("initialize: {e}"));
-        upstream.close().await;
-        return Err(Refusal::new(
-            200,
-            Some(id),
-            UPSTREAM_INVALID,
-            "The MCP server sent an invalid response",
-            None,
-        ));
-    }
     // The server must agree to a pinned revision; anything else fails closed.
     let agreed = result.get("protocolVersion").and_then(Value::as_str).and_then(Rev::parse);
     let session_rev = match agreed {
@@ -159,13 +154,132 @@ pub async fn open(gw: &Arc<Gateway>, o: Opening) -> Result<(Arc<ClientSession>, 
     }
     relay_unsolicited(gw, &session);
     info!(session = %short(&session.id), revision = session_rev.as_str(), principal = %principal.subject, "session opened");
-    let mut result = result.clone();
+    // Other replicas resume the session from its record, replaying this initialize.
+    if let Some(p) = params.as_mut().and_then(Value::as_object_mut) {
+        p.insert("protocolVersion".into(), Value::String(session_rev.as_str().into()));
+    }
+    record(gw, &session, params).await;
+    let mut result = result;
     without_tasks(&mut result);
     mediate::listing(&mut result);
     if let Some(obj) = result.as_object_mut() {
         obj.insert("protocolVersion".into(), Value::String(session_rev.as_str().into()));
     }
     Ok((session, json!({"jsonrpc": "2.0", "id": id, "result": result})))
+}
+
+/// Why a handshake with the server did not give a session.
+enum Failed {
+    Unavailable,
+    /// The server answered `initialize` with an error (the message, as it sent it).
+    Refused(Value),
+    Invalid(String),
+}
+
+/// A new connection to the server, initialized with the client's `params` at `rev`: the
+/// connection and the server's result (checked against the revision's schema).
+async fn handshake(
+    gw: &Gateway,
+    rev: Rev,
+    params: Option<Value>,
+    def: &Method,
+) -> Result<(Arc<Connection>, Value), Failed> {
+    let upstream = gw.open_upstream(rev).await.map_err(|_| Failed::Unavailable)?;
+    let timeout = Duration::from_secs(u64::from(gw.config().limits.request_timeout_seconds));
+    let answer = match upstream.call("initialize", params, timeout).await {
+        Ok(a) => a,
+        Err(_) => {
+            upstream.close().await;
+            return Err(Failed::Unavailable);
+        }
+    };
+    let Some(result) = answer.get("result") else {
+        upstream.close().await;
+        return Err(Failed::Refused(answer));
+    };
+    if let Err(e) = schema::check_result(def, result, rev, true) {
+        upstream.close().await;
+        return Err(Failed::Invalid(e.to_string()));
+    }
+    Ok((upstream, result.clone()))
+}
+
+/// Records a session for the other replicas (when they share a store); a store that cannot be
+/// reached leaves the session to this replica.
+async fn record(gw: &Gateway, session: &ClientSession, initialize: Option<Value>) {
+    let Some(store) = gw.state.sessions.as_ref() else { return };
+    let rec = SessionRecord {
+        principal: session.principal.subject.clone(),
+        revision: session.rev.as_str().to_string(),
+        initialize,
+    };
+    if store.put(&session.id, &rec, gw.idle_timeout()).await.is_err() {
+        warn!(session = %short(&session.id), "state store unavailable: the session is known to this replica only");
+    }
+}
+
+/// The session `id` for `principal`: this replica's, or one another replica opened, resumed
+/// here with a new connection to this replica's server (its `initialize` replayed). `None`
+/// when there is no such session for this principal (a stranger's attempt is a security
+/// event); the transport answers 404, as for an unknown session.
+pub async fn find(
+    gw: &Arc<Gateway>,
+    id: &str,
+    principal: &Principal,
+    trace: &TraceContext,
+) -> Option<Arc<ClientSession>> {
+    if let Some(s) = gw.session(id) {
+        return gw.keep(&s).await.then_some(s);
+    }
+    let store = gw.state.sessions.as_ref()?;
+    // One resumption at a time on this replica: a second request for the same session finds
+    // the first one's result.
+    let _one = gw.resuming.lock().await;
+    if let Some(s) = gw.session(id) {
+        return Some(s);
+    }
+    let record = store.get(id).await.ok()??;
+    if record.principal != principal.subject {
+        events::emit(
+            &gw.observe,
+            Kind::SessionHijack,
+            &trace.request_id(),
+            &principal.subject,
+            &format!("session {} belongs to another principal", short(id)),
+        );
+        return None;
+    }
+    let rev =
+        Rev::parse(&record.revision).filter(|r| !r.stateless() && gw.allowed().contains(r))?;
+    let def = schema::method("initialize", Direction::ClientToServer, rev)?;
+    let (upstream, result) = handshake(gw, rev, record.initialize.clone(), def).await.ok()?;
+    let agreed = result.get("protocolVersion").and_then(Value::as_str).and_then(Rev::parse);
+    if agreed != Some(rev) {
+        upstream.close().await;
+        warn!(session = %short(id), "the server did not agree to the session's revision again; not resumed");
+        return None;
+    }
+    upstream.pipe().set_protocol_version(rev.as_str());
+    if upstream.notify("notifications/initialized", None).await.is_err() {
+        upstream.close().await;
+        return None;
+    }
+    let per_session = gw.config().limits.max_in_flight_per_session as usize;
+    let session = Arc::new(ClientSession::new(
+        id.to_string(),
+        rev,
+        upstream.clone(),
+        principal.clone(),
+        per_session,
+        None,
+    ));
+    if !gw.insert_session(session.clone()) {
+        upstream.close().await;
+        return None;
+    }
+    relay_unsolicited(gw, &session);
+    info!(session = %short(id), revision = rev.as_str(), principal = %principal.subject, "session resumed from another replica");
+    gw.keep(&session).await.then_some(session)
 }
 
 /// Messages the server starts (notifications, sampling, elicitation) go to the session's

@@ -122,9 +122,10 @@ pub(super) async fn relay(
                 if exchange.timed_out().await
                     && let Some(s) = &call.session
                 {
-                    // The session's server process is gone: the client opens a new session.
+                    // The session's server process is gone: its connection here is closed (the
+                    // client opens a new session, or, with a shared store, it is resumed).
                     let (gw, sid) = (call.gw.clone(), s.id.clone());
-                    tokio::spawn(async move { gw.end_session(&sid).await });
+                    tokio::spawn(async move { gw.close_here(&sid).await });
                 }
                 let _ = tx
                     .send(jsonrpc::error(

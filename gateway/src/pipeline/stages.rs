@@ -11,7 +11,8 @@ use tracing::debug;
 use super::relay::{Relay, Step, relay};
 use super::{Call, CallServer, Reply, response};
 use crate::controls::authz::ItemKind;
-use crate::controls::quota;
+use crate::controls::quota::{self, QuotaError};
+use crate::controls::toolgate::state_unavailable;
 use crate::controls::toolgate::{self, Gate};
 use crate::observe::events::Kind;
 use crate::protocol::digest::digest;
@@ -21,7 +22,6 @@ use crate::protocol::jsonrpc::{
 use crate::protocol::revision::{R2025_06, Rev};
 use crate::protocol::schema::{self, Direction, Method};
 use crate::protocol::translate;
-use crate::session::short;
 use crate::state::Plan;
 
 type Stage<T> = Result<T, Reply>;
@@ -152,17 +152,19 @@ fn authorize(call: &Call, req: &mut Request) -> Stage<()> {
 
 /// Requests per minute per principal.
 async fn rate(call: &Call, req: &Request) -> Stage<()> {
-    let counters = call.gw.state.counters.as_ref();
-    if let Err(e) = quota::request(counters, &call.cfg, &call.principal.subject).await {
-        call.event(Kind::RateLimit, &format!("{}: requests per minute exceeded", req.method));
-        return Err(Reply::Final(jsonrpc::error(
-            Some(req.id.clone()),
-            LIMIT_EXCEEDED,
-            format!("Rate limit reached; retry after {} s", e.retry_after_seconds),
-            Some(json!({"retryAfterSeconds": e.retry_after_seconds})),
-        )));
+    match quota::request(&call.gw.state, &call.cfg, &call.principal.subject).await {
+        Ok(()) => Ok(()),
+        Err(QuotaError::Exceeded(e)) => {
+            call.event(Kind::RateLimit, &format!("{}: requests per minute exceeded", req.method));
+            Err(Reply::Final(jsonrpc::error(
+                Some(req.id.clone()),
+                LIMIT_EXCEEDED,
+                format!("Rate limit reached; retry after {} s", e.retry_after_seconds),
+                Some(json!({"retryAfterSeconds": e.retry_after_seconds})),
+            )))
+        }
+        Err(QuotaError::Unavailable) => Err(Reply::Final(state_unavailable(&req.id))),
     }
-    Ok(())
 }
 
 /// A tool call passes the tool gate (controls/toolgate.rs); its answer may be a plan.
@@ -178,7 +180,7 @@ async fn tool_gate(call: &Call, req: &mut Request) -> Stage<Option<Plan>> {
         principal: &call.principal,
         request_id: &request_id,
         rev: call.rev,
-        session: call.session.as_ref().map(|s| (short(&s.id), &s.budget)),
+        session: call.session.as_ref().map(|s| s.id.as_str()),
         state: &call.gw.state,
         resolver: call.gw.resolver.as_ref(),
         observe: &call.gw.observe,

@@ -22,6 +22,9 @@ pub const LIMIT_EXCEEDED: i64 = -32051;
 pub const UPSTREAM_INVALID: i64 = -32052;
 /// Palisade: the server did not answer in time or could not be reached.
 pub const UPSTREAM_UNAVAILABLE: i64 = -32053;
+/// Palisade: the shared state store cannot be reached, so a call that changes state (or an
+/// approval) is refused; `data.retryAfterSeconds` says when to retry.
+pub const STATE_UNAVAILABLE: i64 = -32054;
 
 /// The HTTP status the Streamable HTTP transport pairs with a JSON-RPC error code.
 pub fn http_status(code: i64) -> u16 {
@@ -34,6 +37,7 @@ pub fn http_status(code: i64) -> u16 {
         | UNSUPPORTED_PROTOCOL_VERSION => 400,
         METHOD_NOT_FOUND => 404,
         LIMIT_EXCEEDED => 429,
+        STATE_UNAVAILABLE => 503,
         _ => 200,
     }
 }

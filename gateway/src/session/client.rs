@@ -1,5 +1,5 @@
 //! A client session of the session era: the connection to the server it owns, the principal
-//! it belongs to, its revision, in-flight slots, budget, and the events of its GET stream
+//! it belongs to, its revision, in-flight slots, and the events of its GET stream
 //! (numbered, kept for `Last-Event-ID` resumption).
 
 use std::collections::{HashMap, VecDeque};
@@ -11,7 +11,6 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::controls::authz::Principal;
-use crate::controls::quota::SessionBudget;
 use crate::protocol::revision::Rev;
 use crate::upstream::Connection;
 
@@ -59,8 +58,6 @@ pub struct ClientSession {
     pub stream: Mutex<Option<mpsc::Sender<(u64, String)>>>,
     /// Ids of requests the server sent the client that are not answered yet.
     pub server_requests: Mutex<HashMap<String, Instant>>,
-    /// Tool calls and mutations of this session, against its budgets.
-    pub budget: SessionBudget,
     pub ended: AtomicBool,
 }
 
@@ -84,7 +81,6 @@ impl ClientSession {
             events: Mutex::new(EventLog::default()),
             stream: Mutex::new(stream),
             server_requests: Mutex::new(HashMap::new()),
-            budget: SessionBudget::default(),
             ended: AtomicBool::new(false),
         }
     }
@@ -121,9 +117,4 @@ impl ClientSession {
             }
         }
     }
-}
-
-/// A session id as it may appear in logs (never the whole secret).
-pub fn short(id: &str) -> String {
-    id.chars().take(8).collect()
 }

@@ -6,5 +6,6 @@
 pub mod client;
 pub mod registry;
 
-pub use client::{ClientSession, short};
+pub use crate::observe::short;
+pub use client::ClientSession;
 pub use registry::{MemorySessions, SessionRegistry};

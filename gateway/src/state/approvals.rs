@@ -1,8 +1,9 @@
 //! Approval plans as stored: what a plan is, and the rules of its transitions (decide,
 //! redeem), which every store applies atomically with the change it makes.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::protocol::digest::digest;
@@ -10,7 +11,8 @@ use crate::protocol::digest::digest;
 /// How long a plan may wait for approval, and an approval for its call.
 pub const TTL: Duration = Duration::from_secs(600);
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
 pub enum PlanState {
     Pending,
     Approved { by: String },
@@ -18,7 +20,9 @@ pub enum PlanState {
     Used,
 }
 
-#[derive(Debug, Clone)]
+/// A plan as every replica sees it: its times are wall-clock times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub id: String,
     pub tool: String,
@@ -26,13 +30,43 @@ pub struct Plan {
     pub hash: String,
     pub requester: String,
     pub preview: Option<Value>,
-    pub created: Instant,
+    pub created: SystemTime,
+    #[serde(flatten)]
     pub state: PlanState,
 }
 
 impl Plan {
+    /// A new pending plan for calling `tool` with exactly `arguments`.
+    pub fn new(
+        tool: &str,
+        arguments: Map<String, Value>,
+        requester: &str,
+        preview: Option<Value>,
+    ) -> Plan {
+        Plan {
+            id: super::new_id(),
+            tool: tool.to_string(),
+            hash: plan_hash(tool, &arguments),
+            arguments,
+            requester: requester.to_string(),
+            preview,
+            created: SystemTime::now(),
+            state: PlanState::Pending,
+        }
+    }
+
+    /// How long the plan has existed (zero if the clock went back).
+    fn age(&self) -> Duration {
+        self.created.elapsed().unwrap_or_default()
+    }
+
     pub fn expired(&self) -> bool {
-        self.created.elapsed() > TTL
+        self.age() > TTL
+    }
+
+    /// What is left of the plan's life.
+    pub fn remaining(&self) -> Duration {
+        TTL.saturating_sub(self.age())
     }
 
     pub fn view(&self) -> Value {
@@ -43,7 +77,7 @@ impl Plan {
             "arguments": self.arguments,
             "requester": self.requester,
             "preview": self.preview,
-            "expiresInSeconds": TTL.saturating_sub(self.created.elapsed()).as_secs(),
+            "expiresInSeconds": self.remaining().as_secs(),
             "state": match &self.state {
                 PlanState::Pending => "pending",
                 PlanState::Approved { .. } => "approved",
@@ -97,6 +131,39 @@ impl Plan {
             PlanState::Denied { .. } => Err(ApprovalError::Denied(self.id.clone())),
             PlanState::Approved { .. } => Ok(true),
         }
+    }
+
+    /// The plan after `approver` decided it (named by `hash`); `None` when it was already
+    /// approved (deciding again changes nothing).
+    pub fn decided(
+        &self,
+        hash: &str,
+        approver: &str,
+        approve: bool,
+    ) -> Result<Option<Plan>, ApprovalError> {
+        if self.check_decision(hash, approver)? {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        next.state = if approve {
+            PlanState::Approved { by: approver.into() }
+        } else {
+            PlanState::Denied { by: approver.into() }
+        };
+        Ok(Some(next))
+    }
+
+    /// The plan once used by `principal` for exactly `tool` and `args`.
+    pub fn redeemed(
+        &self,
+        tool: &str,
+        args: &Map<String, Value>,
+        principal: &str,
+    ) -> Result<Plan, ApprovalError> {
+        self.check_redemption(tool, args, principal)?;
+        let mut used = self.clone();
+        used.state = PlanState::Used;
+        Ok(used)
     }
 
     /// Whether this plan may be redeemed by `principal` for exactly `tool` and `args`.

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use super::approvals::plan_hash;
-use super::{ApprovalError, ApprovalStore, CounterStore, Exceeded, Plan, PlanState, ToolStore};
+use super::{ApprovalError, ApprovalStore, CounterStore, Exceeded, Plan, TakeError, ToolStore};
 use crate::protocol::tool::Tool;
 
 /// Most plans waiting at once; older ones are dropped first.
@@ -38,16 +37,7 @@ impl Approvals {
         requester: &str,
         preview: Option<Value>,
     ) -> Result<Plan, ApprovalError> {
-        let plan = Plan {
-            id: super::new_id(),
-            tool: tool.to_string(),
-            hash: plan_hash(tool, &arguments),
-            arguments,
-            requester: requester.to_string(),
-            preview,
-            created: Instant::now(),
-            state: PlanState::Pending,
-        };
+        let plan = Plan::new(tool, arguments, requester, preview);
         let mut plans = self.plans.lock().map_err(|_| ApprovalError::Unavailable)?;
         plans.retain(|_, p| !p.expired());
         if plans.len() >= MAX_PENDING
@@ -68,14 +58,9 @@ impl Approvals {
     ) -> Result<Plan, ApprovalError> {
         let mut plans = self.plans.lock().map_err(|_| ApprovalError::Unavailable)?;
         let plan = live(&mut plans, id)?;
-        if plan.check_decision(hash, approver)? {
-            return Ok(plan.clone());
+        if let Some(next) = plan.decided(hash, approver, approve)? {
+            *plan = next;
         }
-        plan.state = if approve {
-            PlanState::Approved { by: approver.into() }
-        } else {
-            PlanState::Denied { by: approver.into() }
-        };
         Ok(plan.clone())
     }
 
@@ -88,10 +73,8 @@ impl Approvals {
     ) -> Result<Plan, ApprovalError> {
         let mut plans = self.plans.lock().map_err(|_| ApprovalError::Unavailable)?;
         let plan = live(&mut plans, id)?;
-        plan.check_redemption(tool, args, principal)?;
-        let approved = plan.clone();
-        plan.state = PlanState::Used;
-        Ok(approved)
+        let used = plan.redeemed(tool, args, principal)?;
+        Ok(std::mem::replace(plan, used))
     }
 }
 
@@ -107,8 +90,28 @@ impl ApprovalStore for Approvals {
         Box::pin(async move { r })
     }
 
-    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Plan>> {
-        let r = self.plans.lock().ok().and_then(|m| m.get(id).filter(|p| !p.expired()).cloned());
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Plan>, ApprovalError>> {
+        let r = self
+            .plans
+            .lock()
+            .map(|m| m.get(id).filter(|p| !p.expired()).cloned())
+            .map_err(|_| ApprovalError::Unavailable);
+        Box::pin(async move { r })
+    }
+
+    fn list<'a>(
+        &'a self,
+        requester: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Plan>, ApprovalError>> {
+        let r = self.plans.lock().map_err(|_| ApprovalError::Unavailable).map(|m| {
+            let mut plans: Vec<Plan> = m
+                .values()
+                .filter(|p| !p.expired() && requester.is_none_or(|r| p.requester == r))
+                .cloned()
+                .collect();
+            plans.sort_by_key(|p| p.created);
+            plans
+        });
         Box::pin(async move { r })
     }
 
@@ -193,8 +196,8 @@ impl CounterStore for Counters {
         what: &'a str,
         max: u64,
         per: Duration,
-    ) -> BoxFuture<'a, Result<(), Exceeded>> {
-        let r = self.take_now(who, what, max, per);
+    ) -> BoxFuture<'a, Result<(), TakeError>> {
+        let r = self.take_now(who, what, max, per).map_err(TakeError::Exceeded);
         Box::pin(async move { r })
     }
 }

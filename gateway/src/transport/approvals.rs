@@ -1,10 +1,11 @@
-//! The approvals API: a principal sees its own plans, an approver sees any plan and
-//! approves or denies one exact plan, named by ID and hash. Every decision is audited with
+//! The approvals API: a principal lists and sees its own plans, an approver lists and sees
+//! every plan and approves or denies one exact plan, named by ID and hash (`palisade
+//! approvals` is a client of it). Every decision is audited with
 //! what was approved (credentials redacted).
 
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 use tracing::info;
@@ -17,6 +18,33 @@ use crate::observe::events::{self, Kind};
 use crate::session::short;
 use crate::state::ApprovalError;
 
+/// The answer when the approvals cannot be read or changed.
+fn store_refusal(e: &ApprovalError) -> Option<Response> {
+    (*e == ApprovalError::Unavailable).then(|| {
+        let mut r = api_refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        r
+    })
+}
+
+/// Plans that have not expired: every plan for an approver, a principal's own otherwise.
+pub(super) async fn list(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let approver = app.gw.authz.is_approver(&principal);
+    let whose = (!approver).then_some(principal.subject.as_str());
+    match app.gw.state.approvals.list(whose).await {
+        Ok(plans) => {
+            let views: Vec<Value> = plans.iter().map(|p| p.view()).collect();
+            json_response(200, &json!({"approvals": views}), &[])
+        }
+        Err(e) => {
+            store_refusal(&e).unwrap_or_else(|| api_refusal(StatusCode::CONFLICT, e.to_string()))
+        }
+    }
+}
+
 /// A plan, for approvers (and for the principal who asked).
 pub(super) async fn get(
     State(app): State<App>,
@@ -24,10 +52,13 @@ pub(super) async fn get(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     match app.gw.state.approvals.get(&id).await {
-        Some(p) if p.requester == principal.subject || app.gw.authz.is_approver(&principal) => {
+        Ok(Some(p)) if p.requester == principal.subject || app.gw.authz.is_approver(&principal) => {
             json_response(200, &p.view(), &[])
         }
-        _ => plain(StatusCode::NOT_FOUND, "no such approval"),
+        Ok(_) => plain(StatusCode::NOT_FOUND, "no such approval"),
+        Err(e) => {
+            store_refusal(&e).unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "no such approval"))
+        }
     }
 }
 
@@ -84,6 +115,9 @@ pub(super) async fn decide(
             json_response(200, &plan.view(), &[])
         }
         Err(e) => {
+            if let Some(r) = store_refusal(&e) {
+                return r;
+            }
             let status = match e {
                 ApprovalError::Unknown(_) => StatusCode::NOT_FOUND,
                 ApprovalError::SelfApproval => StatusCode::FORBIDDEN,

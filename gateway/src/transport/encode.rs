@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 
 use super::accepts;
 use crate::pipeline::{Refusal, Reply};
-use crate::protocol::jsonrpc::{self, LIMIT_EXCEEDED, UPSTREAM_UNAVAILABLE, is_final};
+use crate::protocol::jsonrpc::{
+    self, LIMIT_EXCEEDED, STATE_UNAVAILABLE, UPSTREAM_UNAVAILABLE, is_final,
+};
 use crate::protocol::sse;
 
 /// Marks a response that refuses the request, with the reason, for the refusal audit.
@@ -76,11 +78,14 @@ fn no_answer() -> Response {
     error_response(200, None, UPSTREAM_UNAVAILABLE, "The MCP server did not answer", None)
 }
 
-/// The HTTP status of a final message: errors map to statuses on the stateless wire (and
-/// for limits on any wire); the session era answers errors with 200.
+/// The HTTP status of a final message: errors map to statuses on the stateless wire (and, for
+/// limits and an unreachable state store, which clients should retry, on any wire); the
+/// session era answers other errors with 200.
 fn status_for(v: &Value, stateless: bool) -> u16 {
     match v.pointer("/error/code").and_then(Value::as_i64) {
-        Some(code) if stateless || code == LIMIT_EXCEEDED => jsonrpc::http_status(code),
+        Some(code) if stateless || code == LIMIT_EXCEEDED || code == STATE_UNAVAILABLE => {
+            jsonrpc::http_status(code)
+        }
         _ => 200,
     }
 }

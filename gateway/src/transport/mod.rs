@@ -42,6 +42,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(&path, post(streamable::post).get(streamable::get).delete(streamable::delete))
         .route("/sse", get(legacy_sse::get))
         .route("/messages", post(legacy_sse::post))
+        .route("/approvals", get(approvals::list))
         .route("/approvals/{id}", get(approvals::get).post(approvals::decide))
         // Innermost first: the origin check, then (inside authentication) the audit of every
         // refusal of an authenticated request.

@@ -21,7 +21,7 @@ use crate::controls::authz::Principal;
 use crate::gateway::Gateway;
 use crate::observe::events::{self, Kind};
 use crate::observe::trace::TraceContext;
-use crate::pipeline::open::{Opening, open};
+use crate::pipeline::open::{self, Opening};
 use crate::pipeline::{self, Call, dispatch};
 use crate::protocol::headers;
 use crate::protocol::jsonrpc::{
@@ -286,7 +286,7 @@ async fn session_post(
                     session_id: new_id(),
                     stream: None,
                 };
-                match open(gw, opening).await {
+                match open::open(gw, opening).await {
                     Ok((session, result)) => {
                         let mut extra = vec![("x-request-id", trace.request_id())];
                         if session.rev >= R2025_03 {
@@ -306,12 +306,9 @@ async fn session_post(
             ),
         };
     };
-    let Some(session) = gw.session(&sid) else {
+    let Some(session) = owned(gw, &sid, &principal, &trace).await else {
         return unknown_session();
     };
-    if !dispatch::owns(gw, &session, &principal, &trace) {
-        return unknown_session();
-    }
     if let Some(v) = header_str(h, "mcp-protocol-version")
         && Rev::parse(v) != Some(session.rev)
     {
@@ -377,10 +374,22 @@ fn session_era_only(h: &HeaderMap) -> Option<Response> {
     None
 }
 
+/// Session `id`, if it exists (here, or on another replica that shares a store) and belongs to
+/// `principal`; a stranger's session is indistinguishable from an unknown one.
+async fn owned(
+    gw: &Arc<Gateway>,
+    id: &str,
+    principal: &Principal,
+    trace: &TraceContext,
+) -> Option<Arc<ClientSession>> {
+    let session = open::find(gw, id, principal, trace).await?;
+    dispatch::owns(gw, &session, principal, trace).then_some(session)
+}
+
 /// The session named by `Mcp-Session-Id`, if it exists and belongs to `principal`. Without
 /// the header the answer is `missing_status` (400 for GET, 404 for DELETE).
-fn owned_session(
-    gw: &Gateway,
+async fn owned_session(
+    gw: &Arc<Gateway>,
     h: &HeaderMap,
     principal: &Principal,
     trace: &TraceContext,
@@ -394,11 +403,7 @@ fn owned_session(
         };
         return Err(Box::new(error_response(missing_status, None, INVALID_REQUEST, message, None)));
     };
-    match gw.session(id) {
-        Some(session) if dispatch::owns(gw, &session, principal, trace) => Ok(session),
-        // A stranger's session is indistinguishable from an unknown one.
-        _ => Err(Box::new(unknown_session())),
-    }
+    owned(gw, id, principal, trace).await.ok_or_else(|| Box::new(unknown_session()))
 }
 
 pub(super) async fn get(
@@ -413,7 +418,7 @@ pub(super) async fn get(
     if !accepts(&h, "text/event-stream") {
         return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include text/event-stream");
     }
-    let session = match owned_session(&app.gw, &h, &principal, &trace, 400) {
+    let session = match owned_session(&app.gw, &h, &principal, &trace, 400).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -449,7 +454,7 @@ pub(super) async fn delete(
     if let Some(r) = session_era_only(&h) {
         return r;
     }
-    let session = match owned_session(&app.gw, &h, &principal, &trace, 404) {
+    let session = match owned_session(&app.gw, &h, &principal, &trace, 404).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod idp;
+pub mod shared;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -44,8 +45,24 @@ pub fn everything() -> String {
         .to_string()
 }
 
+/// A loopback port nothing listens on, below the kernel's ephemeral range (32768 and up), so
+/// that no outgoing connection of a parallel test takes it before its server binds it; a
+/// port is handed out once per test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap();
+    let given = given.get_or_insert_with(HashSet::new);
+    // Start somewhere that depends on the process, so that test binaries differ.
+    let mut port = 20000 + (std::process::id() as u16 % 10000);
+    loop {
+        port = if port >= 30999 { 20000 } else { port + 1 };
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 pub fn gateway_bin() -> &'static str {
