@@ -41,7 +41,7 @@ async fn take(
         Ok(()) => Ok(()),
         Err(TakeError::Exceeded(e)) => Err(QuotaError::Exceeded(e)),
         Err(TakeError::Unavailable) if fallback => {
-            tracing::warn!(limit = what, "state store unavailable; counting on this replica");
+            tracing::debug!(limit = what, "state store unavailable; counting on this replica");
             let local: &dyn CounterStore = &state.local_counters;
             match local.take(who, what, max, per).await {
                 Ok(()) => Ok(()),
