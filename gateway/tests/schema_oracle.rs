@@ -5,8 +5,7 @@
 //!
 //! The schema and examples are data of the workplace (`../shared/mcp-schemas`, beside the
 //! repository), read at test time and never copied into it. PALISADE_MCP_SCHEMAS names another
-//! directory. Without them the tests fail; PALISADE_SKIP_MCP_SCHEMAS=1 skips them explicitly
-//! (local runs only: CI has the directory).
+//! directory. Without them the tests fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -16,21 +15,17 @@ use palisade_gateway::protocol::revision::R2026;
 use palisade_gateway::protocol::schema::{self, Direction};
 use serde_json::{Value, json};
 
-/// The schemas' directory; `None` only when skipping was asked for explicitly.
-fn schemas_dir() -> Option<PathBuf> {
-    if std::env::var("PALISADE_SKIP_MCP_SCHEMAS").is_ok_and(|v| v == "1") {
-        eprintln!("skipped on request (PALISADE_SKIP_MCP_SCHEMAS=1)");
-        return None;
-    }
+/// The schemas' directory; the tests fail without it.
+fn schemas_dir() -> PathBuf {
     let dir = std::env::var("PALISADE_MCP_SCHEMAS")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mcp-schemas"));
     assert!(
         dir.join("2026-07-28.schema.json").exists(),
-        "the official MCP schemas are missing at {} (set PALISADE_MCP_SCHEMAS, or PALISADE_SKIP_MCP_SCHEMAS=1 to skip locally)",
+        "the official MCP schemas are missing at {} (set PALISADE_MCP_SCHEMAS to their directory)",
         dir.display()
     );
-    Some(dir)
+    dir
 }
 
 /// Definition name -> the method it belongs to.
@@ -215,7 +210,7 @@ fn pointer_obj<'a>(v: &'a mut Value, path: &str) -> &'a mut serde_json::Map<Stri
 
 #[test]
 fn official_examples_pass_and_mutations_agree_with_the_official_schema() {
-    let Some(dir) = schemas_dir() else { return };
+    let dir = schemas_dir();
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("2026-07-28.schema.json")).unwrap())
             .unwrap();
@@ -347,7 +342,7 @@ const NEGOTIATED_AWAY: &[&str] =
 /// required-ness as the official schema of that revision.
 #[test]
 fn every_revision_has_the_official_methods_params_and_results() {
-    let Some(dir) = schemas_dir() else { return };
+    let dir = schemas_dir();
     let mut problems = Vec::new();
     let mut compared = 0;
     for (i, rev_name) in palisade_core::revisions::KNOWN.iter().enumerate() {
