@@ -24,41 +24,6 @@ async fn gateway_with(server_url: &str, tools: Value, limits: Value) -> Gw {
     gateway(cfg).await
 }
 
-async fn stateless_with(
-    url: &str,
-    method: &str,
-    mut params: Value,
-    headers: &[(&str, &str)],
-) -> Value {
-    let meta = params.get("_meta").cloned().unwrap_or(json!({}));
-    let mut meta = meta.as_object().cloned().unwrap_or_default();
-    meta.insert("io.modelcontextprotocol/protocolVersion".into(), json!(STATELESS));
-    meta.insert("io.modelcontextprotocol/clientCapabilities".into(), json!({}));
-    params["_meta"] = Value::Object(meta);
-    let name = params.get("name").and_then(Value::as_str).map(str::to_string);
-    let mut r = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", STATELESS)
-        .header("mcp-method", method);
-    if let Some(n) = name {
-        r = r.header("mcp-name", n);
-    }
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let text = r
-        .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
-}
-
 async fn call(url: &str, tool: &str, args: Value) -> Value {
     stateless_with(url, "tools/call", json!({"name": tool, "arguments": args}), &[]).await
 }

@@ -76,32 +76,8 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-async fn stateless(url: &str, method: &str, mut params: Value) -> Value {
-    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": STATELESS,
-                             "io.modelcontextprotocol/clientCapabilities": {}});
-    let name = params.get("name").and_then(Value::as_str).map(str::to_string);
-    let mut r = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", STATELESS)
-        .header("mcp-method", method);
-    if let Some(n) = name {
-        r = r.header("mcp-name", n);
-    }
-    let text = r
-        .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
-}
-
 async fn call(url: &str, tool: &str, args: Value) -> Value {
-    stateless(url, "tools/call", json!({"name": tool, "arguments": args})).await
+    stateless_with(url, "tools/call", json!({"name": tool, "arguments": args}), &[]).await
 }
 
 struct Session {

@@ -295,3 +295,40 @@ pub async fn ts_client(script: &str, url: &str, token: Option<&str>) -> Value {
     args.extend(token.map(str::to_string));
     client(&node(), &args).await
 }
+
+/// A request on the stateless wire (2026-07-28): the envelope added to `params._meta`, the
+/// routing headers set from the body, `headers` added; the answer as JSON (or the text).
+pub async fn stateless_with(
+    url: &str,
+    method: &str,
+    mut params: Value,
+    headers: &[(&str, &str)],
+) -> Value {
+    let meta = params.get("_meta").cloned().unwrap_or(json!({}));
+    let mut meta = meta.as_object().cloned().unwrap_or_default();
+    meta.insert("io.modelcontextprotocol/protocolVersion".into(), json!("2026-07-28"));
+    meta.insert("io.modelcontextprotocol/clientCapabilities".into(), json!({}));
+    params["_meta"] = Value::Object(meta);
+    let name = params.get("name").and_then(Value::as_str).map(str::to_string);
+    let mut r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(n) = name {
+        r = r.header("mcp-name", n);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let text = r
+        .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
