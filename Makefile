@@ -16,15 +16,18 @@ tools:
 
 ## Regenerate the committed CRDs from the Rust types (crds/ and the chart).
 crds:
-	$(CARGO) run -q --bin palisade -- crds --write crds --write charts/palisade/crds
+	$(CARGO) run -q --bin palisade -- crds --write crds --write charts/palisade/files/crds
 
 ## Regenerate the field reference in docs/api.md from the CRD schemas.
 docs:
 	$(CARGO) run -q --bin palisade -- crds --update-docs docs/api.md
 
-## Render the install manifests from the chart (CRDs included).
+## Render plain install manifests from the chart (CRDs included) into manifests/install.yaml, for
+## images pinned by digest: make manifests OPERATOR_IMAGE=REPO@sha256:... GATEWAY_IMAGE=REPO@sha256:...
 manifests: tools
-	$$(e2e/tools path helm) template palisade charts/palisade --namespace palisade-system --include-crds --kube-version 1.33.0 > manifests/install.yaml
+	@[ -n "$(OPERATOR_IMAGE)" ] && [ -n "$(GATEWAY_IMAGE)" ] || { echo "make manifests: set OPERATOR_IMAGE and GATEWAY_IMAGE (images pinned by digest, e.g. from e2e/images)" >&2; exit 2; }
+	$$(e2e/tools path helm) template palisade charts/palisade --namespace palisade-system --kube-version 1.33.0 \
+	  --set operator.image=$(OPERATOR_IMAGE) --set gateway.image=$(GATEWAY_IMAGE) > manifests/install.yaml
 
 fmt:
 	$(CARGO) fmt --all
@@ -32,6 +35,7 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p palisade-e2e --test nodes -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --exclude palisade-e2e

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Writes one deterministic image layer: /NAME, the nonroot user, a CA bundle and /tmp.
 
-usage: images-layer.py EXE NAME EPOCH OUT.tar
+usage: images-layer.py EXE NAME EPOCH OUT.tar [SOURCE=PATH ...]
+
+Each SOURCE=PATH adds a file, or a directory with everything under it (symlinks kept as links),
+at PATH in the image (for an interpreter, its libraries and a server's packages).
 
 Entries are sorted, owned by root, stamped with EPOCH and carry no user or group names, so the
 same inputs always give the same bytes (and the same layer digest).
 """
 import io
+import os
 import sys
 import tarfile
 
@@ -17,6 +21,7 @@ GROUP = b"root:x:0:\nnonroot:x:65532:\n"
 
 def main():
     exe, name, epoch, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    extras = [arg.split("=", 1) for arg in sys.argv[5:]]
     with open(exe, "rb") as f:
         binary = f.read()
     ca = None
@@ -44,8 +49,19 @@ def main():
         # bridge's init container.
         (name, binary, 0o755),
     ]
+    links = {}
+    for source, dest in extras:
+        add_tree(entries, links, source, dest.strip("/"))
+    # Parent directories of the extras, once each.
+    have = {path for path, _, _ in entries} | set(links)
+    for path in list(have):
+        parent = os.path.dirname(path)
+        while parent and parent not in have:
+            entries.append((parent, None, 0o755))
+            have.add(parent)
+            parent = os.path.dirname(parent)
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for path, data, mode in sorted(entries):
+        for path, data, mode in sorted(entries + [(p, None, 0o777) for p in links], key=lambda e: e[0]):
             info = tarfile.TarInfo(path)
             info.mtime = epoch
             info.mode = mode
@@ -53,12 +69,44 @@ def main():
             info.uname = info.gname = ""
             if path == "home/nonroot":
                 info.uid = info.gid = 65532
-            if data is None:
+            if path in links:
+                info.type = tarfile.SYMTYPE
+                info.linkname = links[path]
+                tar.addfile(info)
+            elif data is None:
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)
             else:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+
+
+def add_tree(entries, links, source, dest):
+    """Adds SOURCE at DEST: a file (symlinks followed), or a directory walked in sorted order."""
+    if not os.path.isdir(source):
+        with open(source, "rb") as f:
+            entries.append((dest, f.read(), 0o755 if os.access(source, os.X_OK) else 0o644))
+        return
+    entries.append((dest, None, 0o755))
+    for root, dirs, files in os.walk(source):
+        dirs.sort()
+        rel = os.path.relpath(root, source)
+        base = dest if rel == "." else f"{dest}/{rel}"
+        for d in list(dirs):
+            full = os.path.join(root, d)
+            if os.path.islink(full):
+                links[f"{base}/{d}"] = os.readlink(full)
+                dirs.remove(d)
+            else:
+                entries.append((f"{base}/{d}", None, 0o755))
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            if os.path.islink(full):
+                links[f"{base}/{f}"] = os.readlink(full)
+                continue
+            with open(full, "rb") as fh:
+                mode = 0o755 if os.access(full, os.X_OK) else 0o644
+                entries.append((f"{base}/{f}", fh.read(), mode))
 
 
 if __name__ == "__main__":

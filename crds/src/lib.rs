@@ -66,7 +66,7 @@ mod tests {
     /// Regenerate with `make crds` after changing the types.
     #[test]
     fn committed_crds_match_the_types() {
-        for dir in ["crds", "charts/palisade/crds"] {
+        for dir in ["crds", "charts/palisade/files/crds"] {
             for (file, crd) in crds() {
                 let path = repo_root().join(dir).join(file);
                 let committed = std::fs::read_to_string(&path)

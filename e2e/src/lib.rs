@@ -682,6 +682,15 @@ async fn metric_sum(port: u16, keep: impl Fn(&str) -> bool) -> Option<f64> {
     )
 }
 
+/// `helm` arguments naming images pinned by digest, for renders whose pods never pull (the
+/// chart has no default images). The digests are well-formed and served by no registry.
+pub const CHART_TEST_IMAGES: [&str; 4] = [
+    "--set",
+    "operator.image=registry.invalid/palisade@sha256:1d5a7f2b0c9e8d7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a",
+    "--set",
+    "gateway.image=registry.invalid/palisade-gateway@sha256:2e6b8a3c1d0f9e8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b",
+];
+
 /// The chart's admission objects (webhook configuration and, when `policy`, the
 /// ValidatingAdmissionPolicies) rendered for a webhook at `url`, as YAML.
 pub async fn chart_admission_objects(
@@ -701,6 +710,7 @@ pub async fn chart_admission_objects(
         "1.33.0",
     ])
     .args(["--set", &format!("webhook.admissionPolicy={policy}")])
+    .args(CHART_TEST_IMAGES)
     .current_dir(repo_root());
     if let Some(u) = url {
         cmd.args(["--set", &format!("webhook.url={u}")]);

@@ -7,7 +7,9 @@
 
 use kube::core::cel::{AdmissionRequest, GroupVersionKind, VapEvaluator, VapExpression};
 use palisade_crds::MCPServer;
-use palisade_e2e::{VAP_RULES, refused_by_the_crd, rejection_table, repo_root, tool};
+use palisade_e2e::{
+    CHART_TEST_IMAGES, VAP_RULES, refused_by_the_crd, rejection_table, repo_root, tool,
+};
 use serde_json::Value;
 
 struct Policy {
@@ -31,6 +33,7 @@ fn policies() -> Vec<Policy> {
             "--kube-version",
             "1.33.0",
         ])
+        .args(CHART_TEST_IMAGES)
         .current_dir(repo_root())
         .output()
         .expect("helm runs (make tools builds it)");

@@ -10,8 +10,8 @@ use std::time::Duration;
 use kube::api::{Api, PostParams};
 use palisade_crds::MCPServer;
 use palisade_e2e::{
-    Cluster, Operator, TestNamespace, Webhook, eventually, free_port, install_crds, kubectl,
-    load_yaml, repo_root, service_account_kubeconfig, tool,
+    CHART_TEST_IMAGES, Cluster, Operator, TestNamespace, Webhook, eventually, free_port,
+    install_crds, kubectl, load_yaml, repo_root, service_account_kubeconfig, tool,
 };
 
 async fn helm(cluster: &Cluster, args: &[&str]) -> std::process::Output {
@@ -25,30 +25,59 @@ async fn helm(cluster: &Cluster, args: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test]
-async fn chart_lints_and_the_committed_manifests_are_current() {
+async fn chart_lints_refuses_unpinned_images_and_keeps_its_crds() {
     let cluster = Cluster::shared().await;
-    let lint = helm(cluster, &["lint", "charts/palisade"]).await;
+    let mut args = vec!["lint", "charts/palisade"];
+    args.extend(CHART_TEST_IMAGES);
+    let lint = helm(cluster, &args).await;
     assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stdout));
-    let out = helm(
-        cluster,
-        &[
-            "template",
-            "palisade",
-            "charts/palisade",
-            "--namespace",
-            "palisade-system",
-            "--include-crds",
-            "--kube-version",
-            "1.33.0",
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let committed = std::fs::read_to_string(repo_root().join("manifests/install.yaml")).unwrap();
+    let template = [
+        "template",
+        "palisade",
+        "charts/palisade",
+        "--namespace",
+        "palisade-system",
+        "--kube-version",
+        "1.33.0",
+    ];
+    // No default image can pull: without digests the render stops and names the value to set.
+    let bare = helm(cluster, &template).await;
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert!(!bare.status.success() && err.contains("operator.image is required"), "{err}");
+    let zeros = format!("gateway.image=r.example/g@sha256:{}", "0".repeat(64));
+    let mut args = template.to_vec();
+    args.extend([CHART_TEST_IMAGES[0], CHART_TEST_IMAGES[1], "--set", &zeros]);
+    let placeholder = helm(cluster, &args).await;
+    let err = String::from_utf8_lossy(&placeholder.stderr);
+    assert!(!placeholder.status.success() && err.contains("placeholder digest"), "{err}");
+    let mut args = template.to_vec();
+    args.extend([
+        CHART_TEST_IMAGES[0],
+        CHART_TEST_IMAGES[1],
+        "--set",
+        "gateway.image=r.example/g:1.0",
+    ]);
+    let tagged = helm(cluster, &args).await;
+    let err = String::from_utf8_lossy(&tagged.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stdout) == committed,
-        "manifests/install.yaml is out of date: run `make manifests`"
+        !tagged.status.success() && err.contains("/gateway/image"),
+        "values.schema.json: {err}"
     );
+    // Pinned: the CRDs are templates that `helm upgrade` updates and `helm uninstall` keeps.
+    let mut args = template.to_vec();
+    args.extend(CHART_TEST_IMAGES);
+    let out = helm(cluster, &args).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let crds: Vec<&str> =
+        text.split("\n---\n").filter(|d| d.contains("kind: CustomResourceDefinition")).collect();
+    assert_eq!(crds.len(), 2, "both CRDs are rendered");
+    assert!(crds.iter().all(|d| d.contains("helm.sh/resource-policy: keep")));
+    let mut args = template.to_vec();
+    args.extend(CHART_TEST_IMAGES);
+    args.extend(["--set", "crds.install=false"]);
+    let out = helm(cluster, &args).await;
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("kind: CustomResourceDefinition"));
     let cm = helm(
         cluster,
         &[
@@ -61,6 +90,10 @@ async fn chart_lints_and_the_committed_manifests_are_current() {
             "1.33.0",
             "--set",
             "webhook.certManager.enabled=true",
+            CHART_TEST_IMAGES[0],
+            CHART_TEST_IMAGES[1],
+            CHART_TEST_IMAGES[2],
+            CHART_TEST_IMAGES[3],
         ],
     )
     .await;
@@ -107,9 +140,14 @@ async fn the_operator_and_webhook_work_with_the_charts_rbac() {
             "charts/palisade",
             "--namespace",
             &ns.name,
-            "--skip-crds",
+            "--set",
+            "crds.install=false",
             "--set",
             &url,
+            CHART_TEST_IMAGES[0],
+            CHART_TEST_IMAGES[1],
+            CHART_TEST_IMAGES[2],
+            CHART_TEST_IMAGES[3],
         ],
     )
     .await;

@@ -1,0 +1,664 @@
+//! Palisade on the cluster's real node (`e2e/cluster up --nodes real`), installed by Helm with
+//! its own images by digest: the operator (2 replicas, leader election) and the webhook (2
+//! replicas behind its Service) as pods; MCP servers built from the official servers, signed
+//! with cosign, reconciled into hardened pods that run under containerd and runc; NetworkPolicy
+//! enforced by kube-router, checked with packets. Runs inside the cluster's network namespace
+//! (e2e/run-tests), after the other e2e tests, one stage after another.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use palisade_e2e::{Cluster, eventually, free_port, kubectl, repo_root, signed_images, tool};
+use serde_json::Value;
+
+/// The node's address inside the cluster's namespace, and the decoy metadata endpoint there.
+const NODE_IP: &str = "10.200.0.1";
+const DECOY: &str = "169.254.169.254";
+const RELEASE_NS: &str = "palisade-system";
+const WAIT: Duration = Duration::from_secs(240);
+
+/// `name -> repo@digest` from a tab-separated images file named by an environment variable.
+fn image(var: &str, name: &str) -> String {
+    let path = std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set (e2e/run-tests)"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((f.next()?, f.next()?))
+        })
+        .find(|(n, _)| *n == name)
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_else(|| panic!("{name} is not in {path}"))
+}
+
+async fn helm(cluster: &Cluster, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(tool("helm").unwrap())
+        .args(args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .current_dir(repo_root())
+        .output()
+        .await
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// kubectl that must succeed; its output.
+async fn k(cluster: &Cluster, args: &[&str]) -> String {
+    let (ok, out) = kubectl(cluster, args, None).await.unwrap();
+    assert!(ok, "kubectl {}: {out}", args.join(" "));
+    out
+}
+
+async fn k_json(cluster: &Cluster, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&k(cluster, &all).await).unwrap()
+}
+
+async fn apply(cluster: &Cluster, yaml: &str) {
+    let (ok, out) = kubectl(cluster, &["apply", "-f", "-"], Some(yaml)).await.unwrap();
+    assert!(ok, "{out}\n{yaml}");
+}
+
+/// The Python of the MCP peers (official SDK, pyjwt, cryptography), installed before the run.
+fn python() -> PathBuf {
+    let out = std::process::Command::new(repo_root().join("e2e/peers/install")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("venv/bin/python")
+}
+
+/// The test identity provider (e2e/nodes/idp.py) on the node's address, which the gateways
+/// reach through their egress allowlist. Stopped when dropped.
+struct Idp {
+    dir: PathBuf,
+    port: u16,
+    issuer: String,
+    child: std::process::Child,
+}
+
+impl Idp {
+    fn start() -> Idp {
+        let dir = std::env::temp_dir().join(format!("palisade-idp-{}", std::process::id()));
+        let port = free_port();
+        let child = std::process::Command::new(python())
+            .arg(repo_root().join("e2e/nodes/idp.py"))
+            .args(["serve", dir.to_str().unwrap(), NODE_IP, &port.to_string()])
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !dir.join("ready").exists() {
+            assert!(start.elapsed() < Duration::from_secs(30), "the test IdP did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Idp { issuer: format!("https://{NODE_IP}:{port}"), dir, port, child }
+    }
+
+    fn token(&self, subject: &str, audience: &str) -> String {
+        let out = std::process::Command::new(python())
+            .arg(repo_root().join("e2e/nodes/idp.py"))
+            .args(["token", self.dir.to_str().unwrap(), subject, audience])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs the official Python SDK client through a gateway's Service; its JSON report.
+async fn client(url: &str, token: &str, ca: &std::path::Path, calls: &[&str]) -> Value {
+    let out = tokio::process::Command::new(python())
+        .arg(repo_root().join("e2e/nodes/client.py"))
+        .args([url, token, ca.to_str().unwrap()])
+        .args(calls)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A namespace on the real node whose pods PodSecurity admission holds to `restricted`.
+async fn real_namespace(cluster: &Cluster, name: &str) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    \
+         pod-security.kubernetes.io/enforce: restricted\n    \
+         pod-security.kubernetes.io/enforce-version: latest\n    palisade.dev/enforce: \"true\"\n  \
+         annotations:\n    scheduler.alpha.kubernetes.io/node-selector: type=real\n"
+    );
+    apply(cluster, &yaml).await;
+}
+
+/// Probes `host:port` with TCP from inside a container (its image's Node.js; there is no
+/// shell): "open", or "blocked" when nothing answered within 3 s.
+async fn probe(
+    cluster: &Cluster,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    host: &str,
+    port: u16,
+) -> String {
+    let script = format!(
+        "const s=require('net').connect({port},'{host}');s.setTimeout(3000);\
+         s.on('connect',()=>{{console.log('open');process.exit(0)}});\
+         s.on('timeout',()=>{{console.log('blocked');process.exit(0)}});\
+         s.on('error',e=>{{console.log('blocked '+e.code);process.exit(0)}});"
+    );
+    let out =
+        k(cluster, &["exec", "-n", ns, pod, "-c", container, "--", "/node", "-e", &script]).await;
+    out.trim().to_string()
+}
+
+/// Pods of an MCP server, by name.
+async fn server_pods(cluster: &Cluster, ns: &str, server: &str) -> Vec<Value> {
+    let list = k_json(
+        cluster,
+        &["get", "pods", "-n", ns, "-l", &format!("palisade.dev/mcp-server={server}")],
+    )
+    .await;
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_ready(cluster: &Cluster, ns: &str, server: &str) {
+    let t0 = Instant::now();
+    let res = eventually(WAIT, &format!("{server} Ready"), || async {
+        let s = k_json(cluster, &["get", "mcpserver", "-n", ns, server]).await;
+        let ready = s["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(())
+    })
+    .await;
+    if res.is_err() {
+        let pods = k(cluster, &["get", "pods", "-n", ns, "-o", "wide"]).await;
+        let events = k(cluster, &["get", "events", "-n", ns]).await;
+        let s = k(cluster, &["get", "mcpserver", "-n", ns, server, "-o", "yaml"]).await;
+        panic!("{server} not Ready:\n{s}\n{pods}\n{events}");
+    }
+    println!("{server}: Ready after {:.1}s", t0.elapsed().as_secs_f64());
+    // Ready only with every container of every pod ready, the gateway's readiness included.
+    for pod in server_pods(cluster, ns, server).await {
+        for c in pod["status"]["containerStatuses"].as_array().unwrap() {
+            assert_eq!(c["ready"], true, "{server}: container {} not ready", c["name"]);
+        }
+    }
+}
+
+/// Processes on the node that belong to a pod (their cgroup path names its UID), as
+/// (pid, name, /proc/PID/status). The test runs in the cluster's pid namespace.
+fn pod_processes(uid: &str) -> Vec<(u32, String, String)> {
+    let uid_in_cgroup = uid.replace('-', "_");
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { continue };
+        if !(cgroup.contains(uid) || cgroup.contains(&uid_in_cgroup)) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let name =
+            status.lines().next().unwrap_or("").trim_start_matches("Name:").trim().to_string();
+        found.push((pid, name, status));
+    }
+    found
+}
+
+fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
+    status.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(str::trim).unwrap_or("")
+}
+
+/// The official "everything" server over Streamable HTTP (`streamableHttp`, at /mcp) or over
+/// the legacy HTTP+SSE transport (`sse`, at /sse); either way clients reach the gateway at /mcp.
+/// An MCPServer from a template in e2e/nodes (shared with the demo), its @NAMES@ filled in.
+fn server_yaml(file: &str, vars: &[(&str, &str)]) -> String {
+    let text = std::fs::read_to_string(repo_root().join("e2e/nodes").join(file)).unwrap();
+    let filled = vars.iter().fold(text, |t, (k, v)| t.replace(&format!("@{k}@"), v));
+    assert!(!filled.contains("@NAMESPACE@") && !filled.contains("@IMAGE@"), "{filled}");
+    filled
+}
+
+/// The official "everything" server over Streamable HTTP (`streamableHttp`, at /mcp) or over
+/// the legacy HTTP+SSE transport (`sse`, at /sse); either way clients reach the gateway at /mcp.
+fn everything_yaml(ns: &str, name: &str, mode: &str, image: &str, idp: &Idp) -> String {
+    let (transport, path) =
+        if mode == "sse" { ("sse", "/sse") } else { ("streamable-http", "/mcp") };
+    let port = idp.port.to_string();
+    server_yaml(
+        "everything.yaml",
+        &[
+            ("NAMESPACE", ns),
+            ("NAME", name),
+            ("MODE", mode),
+            ("TRANSPORT", transport),
+            ("PATH", path),
+            ("IMAGE", image),
+            ("ISSUER", &idp.issuer),
+            ("NODE_IP", NODE_IP),
+            ("IDP_PORT", &port),
+        ],
+    )
+}
+
+fn filesystem_yaml(ns: &str, image: &str, idp: &Idp) -> String {
+    let port = idp.port.to_string();
+    server_yaml(
+        "filesystem.yaml",
+        &[
+            ("NAMESPACE", ns),
+            ("IMAGE", image),
+            ("ISSUER", &idp.issuer),
+            ("NODE_IP", NODE_IP),
+            ("IDP_PORT", &port),
+        ],
+    )
+}
+
+fn target_pod_yaml(ns: &str, image: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: bystander
+  namespace: {ns}
+  labels: {{ app: bystander }}
+spec:
+  automountServiceAccountToken: false
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    seccompProfile: {{ type: RuntimeDefault }}
+  containers:
+    - name: listener
+      image: {image}
+      command: ["/node", "-e", "require('net').createServer(s=>s.end('bystander')).listen(8080)"]
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {{ drop: [ALL] }}
+      resources:
+        limits: {{ cpu: 200m, memory: 128Mi }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn palisade_on_a_real_node() {
+    let cluster = Cluster::shared().await;
+    let signed = signed_images().expect("PALISADE_E2E_SIGNED is set by e2e/run-tests");
+    let operator_image = image("PALISADE_E2E_IMAGES", "palisade");
+    let gateway_image = image("PALISADE_E2E_IMAGES", "palisade-gateway");
+    let server_image = image("PALISADE_E2E_SERVER_IMAGES", "node-mcp");
+    let registry = operator_image.split('/').next().unwrap().to_string();
+
+    // --- Palisade, installed by Helm -----------------------------------------------------------
+    let t0 = Instant::now();
+    real_namespace(cluster, RELEASE_NS).await;
+    let (ok, out) = helm(
+        cluster,
+        &[
+            "install",
+            "palisade",
+            "charts/palisade",
+            "--namespace",
+            RELEASE_NS,
+            "--set",
+            &format!("operator.image={operator_image}"),
+            "--set",
+            &format!("gateway.image={gateway_image}"),
+            "--set",
+            &format!("operator.insecureRegistries={{{registry}}}"),
+            "--wait",
+            "--timeout",
+            "240s",
+        ],
+    )
+    .await;
+    if !ok {
+        let pods = k(cluster, &["get", "pods", "-n", RELEASE_NS, "-o", "wide"]).await;
+        let events = k(cluster, &["get", "events", "-n", RELEASE_NS]).await;
+        panic!("helm install: {out}\n{pods}\n{events}");
+    }
+    assert!(out.contains("Palisade 0.1.0 is installed"), "NOTES.txt: {out}");
+    println!("helm install --wait: {:.1}s", t0.elapsed().as_secs_f64());
+    for d in ["palisade-operator", "palisade-webhook"] {
+        let dep = k_json(cluster, &["get", "deployment", "-n", RELEASE_NS, d]).await;
+        assert_eq!(dep["status"]["readyReplicas"], 2, "{d}: {}", dep["status"]);
+    }
+
+    // --- MCP servers on the real node ------------------------------------------------------------
+    let ns = format!("e2e-nodes-{:06}", rand_suffix());
+    real_namespace(cluster, &ns).await;
+    signed.install_key(&cluster.client().await.unwrap(), &ns).await.unwrap();
+    let idp = Idp::start();
+    k(
+        cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "idp-ca",
+            "-n",
+            &ns,
+            &format!("--from-file=ca.pem={}", idp.dir.join("ca.pem").display()),
+        ],
+    )
+    .await;
+    apply(cluster, &everything_yaml(&ns, "everything", "streamableHttp", &server_image, &idp))
+        .await;
+    apply(cluster, &everything_yaml(&ns, "everything-sse", "sse", &server_image, &idp)).await;
+    apply(cluster, &filesystem_yaml(&ns, &server_image, &idp)).await;
+    wait_ready(cluster, &ns, "everything").await;
+    wait_ready(cluster, &ns, "filesystem").await;
+    wait_ready(cluster, &ns, "everything-sse").await;
+
+    // The official Python SDK client through the Service, with TLS and an IdP token.
+    let ca_secret = k_json(cluster, &["get", "secret", "-n", &ns, "everything-gateway-tls"]).await;
+    let ca_b64 = ca_secret["data"]["ca.crt"].as_str().expect("the gateway TLS Secret has ca.crt");
+    let ca_file = idp.dir.join("gateway-ca.pem");
+    std::fs::write(&ca_file, base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap())
+        .unwrap();
+    let url = format!("https://everything.{ns}.svc:8443/mcp");
+    let token = idp.token("alice", "https://mcp.e2e.test/everything");
+    let report = client(
+        &url,
+        &token,
+        &ca_file,
+        &[r#"echo:{"message":"hello from the node"}"#, r#"add:{"a":1,"b":2}"#],
+    )
+    .await;
+    assert_eq!(report["tools"], serde_json::json!(["echo"]), "filtered listing: {report}");
+    assert_eq!(report["calls"]["echo"]["error"], false, "{report}");
+    assert!(report["calls"]["echo"]["text"].as_str().unwrap().contains("hello from the node"));
+    assert_eq!(report["calls"]["add"]["error"], true, "add is outside alice's role: {report}");
+    let logs = k(cluster, &["logs", "-n", &ns, "deployment/everything", "-c", "gateway"]).await;
+    let refused = logs.lines().find(|l| {
+        l.starts_with('{') && l.contains("\"principal\":\"alice\"") && l.contains("add not granted")
+    });
+    assert!(refused.is_some(), "the refusal's audit line is in the gateway's log:\n{logs}");
+
+    // The same server over the legacy SSE transport, behind the same gateway front.
+    let sse_ca = k_json(cluster, &["get", "secret", "-n", &ns, "everything-sse-gateway-tls"]).await;
+    let sse_ca_file = idp.dir.join("sse-ca.pem");
+    let pem = sse_ca["data"]["ca.crt"].as_str().unwrap();
+    std::fs::write(&sse_ca_file, base64::engine::general_purpose::STANDARD.decode(pem).unwrap())
+        .unwrap();
+    let sse_url = format!("https://everything-sse.{ns}.svc:8443/mcp");
+    let sse_report =
+        client(&sse_url, &token, &sse_ca_file, &[r#"echo:{"message":"over sse"}"#]).await;
+    assert_eq!(sse_report["calls"]["echo"]["error"], false, "{sse_report}");
+    assert!(sse_report["calls"]["echo"]["text"].as_str().unwrap().contains("over sse"));
+
+    // The stdio server, through the shell-free bridge in its container.
+    let fs_url = format!("https://filesystem.{ns}.svc:8443/mcp");
+    let fs_token = idp.token("alice", "https://mcp.e2e.test/filesystem");
+    let fs_ca = k_json(cluster, &["get", "secret", "-n", &ns, "filesystem-gateway-tls"]).await;
+    let fs_ca_file = idp.dir.join("filesystem-ca.pem");
+    let pem = fs_ca["data"]["ca.crt"].as_str().unwrap();
+    std::fs::write(&fs_ca_file, base64::engine::general_purpose::STANDARD.decode(pem).unwrap())
+        .unwrap();
+    let fs_report = client(&fs_url, &fs_token, &fs_ca_file, &["list_allowed_directories:{}"]).await;
+    assert_eq!(fs_report["tools"], serde_json::json!(["list_allowed_directories"]), "{fs_report}");
+    let dirs = &fs_report["calls"]["list_allowed_directories"];
+    assert!(
+        dirs["error"] == false && dirs["text"].as_str().unwrap().contains("/projects"),
+        "{fs_report}"
+    );
+
+    // --- Hardening, observed from inside the running containers ---------------------------------
+    let pod = server_pods(cluster, &ns, "everything").await.remove(0);
+    let pod_name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    let script = r#"
+const fs=require('fs');const r={};
+try{fs.writeFileSync('/probe','x');r.root='writable'}catch(e){r.root=e.code}
+try{fs.writeFileSync('/tmp/probe','x');r.tmp='ok'}catch(e){r.tmp=e.code}
+const st=fs.readFileSync('/proc/self/status','utf8');
+for(const f of ['Uid','CapEff','Seccomp','NoNewPrivs']){r[f]=(st.match(new RegExp('^'+f+':\\s*(.*)$','m'))||[])[1]}
+r.token=fs.existsSync('/var/run/secrets/kubernetes.io/serviceaccount/token');
+console.log(JSON.stringify(r))"#;
+    let out =
+        k(cluster, &["exec", "-n", &ns, &pod_name, "-c", "server", "--", "/node", "-e", script])
+            .await;
+    let seen: Value = serde_json::from_str(out.trim()).unwrap();
+    println!("server container: {seen}");
+    assert_eq!(seen["root"], "EROFS", "{seen}");
+    assert_eq!(seen["tmp"], "ok", "{seen}");
+    assert!(!seen["Uid"].as_str().unwrap().split_whitespace().any(|u| u == "0"), "{seen}");
+    assert_eq!(seen["CapEff"], "0000000000000000", "{seen}");
+    assert_eq!(seen["Seccomp"], "2", "{seen}");
+    assert_eq!(seen["NoNewPrivs"], "1", "{seen}");
+    assert_eq!(seen["token"], false, "{seen}");
+    // Every process of both pods, the gateways included (their images have nothing to exec).
+    for server in ["everything", "filesystem"] {
+        let pod = server_pods(cluster, &ns, server).await.remove(0);
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        let procs = pod_processes(uid);
+        let names: Vec<&str> = procs.iter().map(|(_, n, _)| n.as_str()).collect();
+        let tree: Vec<String> = procs
+            .iter()
+            .map(|(pid, n, st)| format!("{pid}:{n}<-{}", status_field(st, "PPid")))
+            .collect();
+        println!("{server}: processes {tree:?}");
+        assert!(names.iter().any(|n| n.starts_with("palisade-gatew")), "{server}: {names:?}");
+        assert!(names.contains(&"node"), "{server}: {names:?}");
+        for (pid, name, status) in &procs {
+            assert!(
+                !["sh", "bash", "dash", "ash", "busybox"].contains(&name.as_str()),
+                "{server}: a shell runs in the pod ({name}, pid {pid})"
+            );
+            if name == "pause" {
+                continue;
+            }
+            let uid_line = status_field(status, "Uid");
+            assert!(
+                !uid_line.split_whitespace().any(|u| u == "0"),
+                "{server}/{name}: Uid {uid_line}"
+            );
+            assert_eq!(status_field(status, "CapEff"), "0000000000000000", "{server}/{name}");
+            assert_eq!(status_field(status, "Seccomp"), "2", "{server}/{name}");
+        }
+    }
+
+    // --- NetworkPolicy, by packets --------------------------------------------------------------
+    apply(cluster, &target_pod_yaml(&ns, &server_image)).await;
+    k(cluster, &["wait", "-n", &ns, "--for=condition=Ready", "pod/bystander", "--timeout=120s"])
+        .await;
+    let bystander = k_json(cluster, &["get", "pod", "-n", &ns, "bystander"]).await;
+    let bystander_ip = bystander["status"]["podIP"].as_str().unwrap().to_string();
+    let server_ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let from_server = |host: String, port: u16| {
+        let (ns, pod_name) = (ns.clone(), pod_name.clone());
+        async move { probe(cluster, &ns, &pod_name, "server", &host, port).await }
+    };
+    assert!(from_server(DECOY.into(), 80).await.starts_with("blocked"), "cloud metadata");
+    assert!(
+        from_server(bystander_ip.clone(), 8080).await.starts_with("blocked"),
+        "a pod in the namespace that is not allowlisted"
+    );
+    assert_eq!(from_server(NODE_IP.into(), idp.port).await, "open", "the allowlisted IdP");
+    assert!(
+        probe(cluster, &ns, "bystander", "listener", &server_ip, 3001).await.starts_with("blocked"),
+        "the server's own port, from another pod"
+    );
+    // Without the policies (and no operator to put them back), the decoy answers: the test
+    // above can fail.
+    k(cluster, &["scale", "deployment", "-n", RELEASE_NS, "palisade-operator", "--replicas=0"])
+        .await;
+    k(
+        cluster,
+        &[
+            "wait",
+            "-n",
+            RELEASE_NS,
+            "--for=delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=palisade-operator",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    k(cluster, &["delete", "networkpolicy", "-n", &ns, "-l", "palisade.dev/mcp-server=everything"])
+        .await;
+    let open = eventually(Duration::from_secs(30), "decoy reachable without policies", || async {
+        (from_server(DECOY.into(), 80).await == "open").then_some(())
+    })
+    .await;
+    k(cluster, &["scale", "deployment", "-n", RELEASE_NS, "palisade-operator", "--replicas=2"])
+        .await;
+    open.unwrap();
+    eventually(
+        Duration::from_secs(120),
+        "the operator restores the policies, the decoy is blocked",
+        || async { from_server(DECOY.into(), 80).await.starts_with("blocked").then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // --- Faults ------------------------------------------------------------------------------------
+    k(
+        cluster,
+        &["rollout", "status", "-n", RELEASE_NS, "deployment/palisade-operator", "--timeout=120s"],
+    )
+    .await;
+    let holder = |lease: Value| lease["spec"]["holderIdentity"].as_str().unwrap_or("").to_string();
+    let leader = eventually(Duration::from_secs(60), "a leader", || async {
+        let h =
+            holder(k_json(cluster, &["get", "lease", "-n", RELEASE_NS, "palisade-operator"]).await);
+        (!h.is_empty()).then_some(h)
+    })
+    .await
+    .unwrap();
+    let t_kill = Instant::now();
+    k(cluster, &["delete", "pod", "-n", RELEASE_NS, &leader, "--wait=false"]).await;
+    let next = eventually(Duration::from_secs(90), "another replica takes the lease", || async {
+        let h =
+            holder(k_json(cluster, &["get", "lease", "-n", RELEASE_NS, "palisade-operator"]).await);
+        (!h.is_empty() && h != leader).then_some(h)
+    })
+    .await
+    .unwrap();
+    println!("leader {leader} deleted; {next} leads after {:.1}s", t_kill.elapsed().as_secs_f64());
+
+    let webhook_pods = k_json(
+        cluster,
+        &["get", "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/name=palisade-webhook"],
+    )
+    .await;
+    let victim = webhook_pods["items"][0]["metadata"]["name"].as_str().unwrap().to_string();
+    k(cluster, &["delete", "pod", "-n", RELEASE_NS, &victim, "--wait=false"]).await;
+    let rejected = std::fs::read_to_string(repo_root().join("examples/rejected/egress-smtp.yaml"))
+        .unwrap()
+        .replace("namespace: mcp-demo", &format!("namespace: {ns}"));
+    for _ in 0..5 {
+        let (ok, out) =
+            kubectl(cluster, &["apply", "--dry-run=server", "-f", "-"], Some(&rejected))
+                .await
+                .unwrap();
+        assert!(
+            !ok && out.contains("[baseline.riskyPort]"),
+            "admission with a webhook pod gone: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let (gw_pid, _, _) = pod_processes(&uid)
+        .into_iter()
+        .find(|(_, n, _)| n.starts_with("palisade-gatew"))
+        .expect("the gateway process");
+    std::process::Command::new("kill").args(["-KILL", &gw_pid.to_string()]).status().unwrap();
+    eventually(Duration::from_secs(120), "the gateway container restarts and is ready", || async {
+        let p = k_json(cluster, &["get", "pod", "-n", &ns, &pod_name]).await;
+        let gw = p["status"]["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "gateway")?
+            .clone();
+        (gw["restartCount"].as_u64()? >= 1 && gw["ready"] == true).then_some(())
+    })
+    .await
+    .unwrap();
+    let again = client(&url, &token, &ca_file, &[r#"echo:{"message":"after the restart"}"#]).await;
+    assert_eq!(again["calls"]["echo"]["error"], false, "{again}");
+
+    // --- helm upgrade and uninstall ---------------------------------------------------------------
+    let (ok, out) = helm(
+        cluster,
+        &[
+            "upgrade",
+            "palisade",
+            "charts/palisade",
+            "--namespace",
+            RELEASE_NS,
+            "--reuse-values",
+            "--set",
+            "operator.logLevel=debug",
+            "--wait",
+            "--timeout",
+            "240s",
+        ],
+    )
+    .await;
+    assert!(ok, "helm upgrade: {out}");
+    let dep = k_json(cluster, &["get", "deployment", "-n", RELEASE_NS, "palisade-operator"]).await;
+    let env = dep["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().clone();
+    assert!(env.iter().any(|e| e["name"] == "RUST_LOG" && e["value"] == "debug"), "{env:?}");
+    assert_eq!(dep["status"]["updatedReplicas"], 2, "rolled out: {}", dep["status"]);
+
+    // Everything the release made, from its own manifest: gone after uninstall, but the CRDs.
+    let (ok, manifest) =
+        helm(cluster, &["get", "manifest", "palisade", "--namespace", RELEASE_NS]).await;
+    assert!(ok, "{manifest}");
+    let objects: Vec<(String, String, Option<String>)> = manifest
+        .split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .filter(|v| v["kind"].is_string())
+        .map(|v| {
+            let kind = v["kind"].as_str().unwrap().to_string();
+            let name = v["metadata"]["name"].as_str().unwrap().to_string();
+            let namespace = v["metadata"]["namespace"].as_str().map(String::from);
+            (kind, name, namespace)
+        })
+        .collect();
+    assert!(objects.len() > 20, "the release's objects: {objects:?}");
+    let (ok, out) =
+        helm(cluster, &["uninstall", "palisade", "--namespace", RELEASE_NS, "--wait"]).await;
+    assert!(ok, "helm uninstall: {out}");
+    for (kind, name, namespace) in &objects {
+        let mut args =
+            vec!["get", kind.as_str(), name.as_str(), "--ignore-not-found", "-o", "name"];
+        if let Some(n) = namespace {
+            args.extend(["-n", n.as_str()]);
+        }
+        let left = k(cluster, &args).await;
+        if kind == "CustomResourceDefinition" {
+            assert!(!left.trim().is_empty(), "the CRD {name} is kept");
+        } else {
+            assert!(left.trim().is_empty(), "left behind by helm uninstall: {kind} {name}");
+        }
+    }
+    k(cluster, &["delete", "namespace", &ns, "--wait=false"]).await;
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        % 1_000_000
+}
