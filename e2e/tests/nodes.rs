@@ -257,10 +257,11 @@ fn everything_yaml(ns: &str, name: &str, mode: &str, image: &str, idp: &Idp) -> 
     )
 }
 
-fn filesystem_yaml(ns: &str, image: &str, idp: &Idp) -> String {
+/// `filesystem.yaml` (Node.js, stdio) or `python-sse.yaml` (the Python SDK, legacy SSE).
+fn server_from(file: &str, ns: &str, image: &str, idp: &Idp) -> String {
     let port = idp.port.to_string();
     server_yaml(
-        "filesystem.yaml",
+        file,
         &[
             ("NAMESPACE", ns),
             ("IMAGE", image),
@@ -306,6 +307,7 @@ async fn palisade_on_a_real_node() {
     let operator_image = image("PALISADE_E2E_IMAGES", "palisade");
     let gateway_image = image("PALISADE_E2E_IMAGES", "palisade-gateway");
     let server_image = image("PALISADE_E2E_SERVER_IMAGES", "node-mcp");
+    let python_image = image("PALISADE_E2E_SERVER_IMAGES", "python-mcp");
     let registry = operator_image.split('/').next().unwrap().to_string();
 
     // --- Palisade, installed by Helm -----------------------------------------------------------
@@ -364,10 +366,12 @@ async fn palisade_on_a_real_node() {
     apply(cluster, &everything_yaml(&ns, "everything", "streamableHttp", &server_image, &idp))
         .await;
     apply(cluster, &everything_yaml(&ns, "everything-sse", "sse", &server_image, &idp)).await;
-    apply(cluster, &filesystem_yaml(&ns, &server_image, &idp)).await;
+    apply(cluster, &server_from("filesystem.yaml", &ns, &server_image, &idp)).await;
+    apply(cluster, &server_from("python-sse.yaml", &ns, &python_image, &idp)).await;
     wait_ready(cluster, &ns, "everything").await;
     wait_ready(cluster, &ns, "filesystem").await;
     wait_ready(cluster, &ns, "everything-sse").await;
+    wait_ready(cluster, &ns, "python-sse").await;
 
     // The official Python SDK client through the Service, with TLS and an IdP token.
     let ca_secret = k_json(cluster, &["get", "secret", "-n", &ns, "everything-gateway-tls"]).await;
@@ -394,17 +398,22 @@ async fn palisade_on_a_real_node() {
     });
     assert!(refused.is_some(), "the refusal's audit line is in the gateway's log:\n{logs}");
 
-    // The same server over the legacy SSE transport, behind the same gateway front.
-    let sse_ca = k_json(cluster, &["get", "secret", "-n", &ns, "everything-sse-gateway-tls"]).await;
-    let sse_ca_file = idp.dir.join("sse-ca.pem");
-    let pem = sse_ca["data"]["ca.crt"].as_str().unwrap();
-    std::fs::write(&sse_ca_file, base64::engine::general_purpose::STANDARD.decode(pem).unwrap())
-        .unwrap();
-    let sse_url = format!("https://everything-sse.{ns}.svc:8443/mcp");
-    let sse_report =
-        client(&sse_url, &token, &sse_ca_file, &[r#"echo:{"message":"over sse"}"#]).await;
-    assert_eq!(sse_report["calls"]["echo"]["error"], false, "{sse_report}");
-    assert!(sse_report["calls"]["echo"]["text"].as_str().unwrap().contains("over sse"));
+    // Legacy SSE upstreams (the everything server; the Python SDK's server), behind the same
+    // gateway front.
+    for server in ["everything-sse", "python-sse"] {
+        let secret =
+            k_json(cluster, &["get", "secret", "-n", &ns, &format!("{server}-gateway-tls")]).await;
+        let ca = idp.dir.join(format!("{server}-ca.pem"));
+        let pem = secret["data"]["ca.crt"].as_str().unwrap();
+        std::fs::write(&ca, base64::engine::general_purpose::STANDARD.decode(pem).unwrap())
+            .unwrap();
+        let url = format!("https://{server}.{ns}.svc:8443/mcp");
+        let token = idp.token("alice", &format!("https://mcp.e2e.test/{server}"));
+        let report = client(&url, &token, &ca, &[r#"echo:{"message":"over sse"}"#]).await;
+        assert_eq!(report["tools"], serde_json::json!(["echo"]), "{server}: {report}");
+        assert_eq!(report["calls"]["echo"]["error"], false, "{server}: {report}");
+        assert!(report["calls"]["echo"]["text"].as_str().unwrap().contains("over sse"));
+    }
 
     // The stdio server, through the shell-free bridge in its container.
     let fs_url = format!("https://filesystem.{ns}.svc:8443/mcp");
