@@ -644,6 +644,19 @@ impl Webhook {
 
 /// Starts `palisade SUBCOMMAND ARGS` with `kubeconfig`, its log in the temp dir, and waits
 /// until its `/readyz` on `metrics_port` says ok.
+/// The gateway image operators started by the harness render: the run's own (e2e/images) when
+/// it was built, else a well-formed digest no registry serves (kwok nodes never pull).
+pub fn gateway_image() -> String {
+    let built = std::env::var("PALISADE_E2E_IMAGES").ok().and_then(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find_map(|l| {
+            let mut f = l.split('\t');
+            (f.next()? == "palisade-gateway").then(|| f.next().map(str::to_string))?
+        })
+    });
+    built.unwrap_or_else(|| CHART_TEST_IMAGES[3].trim_start_matches("gateway.image=").to_string())
+}
+
 async fn spawn_palisade(
     subcommand: &str,
     args: &[String],
@@ -659,6 +672,7 @@ async fn spawn_palisade(
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info")
+        .env("PALISADE_GATEWAY_IMAGE", gateway_image())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

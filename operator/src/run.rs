@@ -30,8 +30,9 @@ use crate::{registry, signature};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Gateway sidecar image, pinned by digest.
-    #[arg(long, env = "PALISADE_GATEWAY_IMAGE", default_value = palisade_render::DEFAULT_GATEWAY_IMAGE)]
+    /// Gateway sidecar image, pinned by digest. Required: a default could never pull, and every
+    /// server rendered with it would never start.
+    #[arg(long, env = "PALISADE_GATEWAY_IMAGE")]
     pub gateway_image: String,
     /// Namespace the operator runs in (its CA Secret and leader Lease live here).
     #[arg(long, env = "POD_NAMESPACE", default_value = "palisade-system")]
