@@ -4,7 +4,8 @@
 usage: images-layer.py EXE NAME EPOCH OUT.tar [SOURCE=PATH ...]
 
 Each SOURCE=PATH adds a file, or a directory with everything under it (symlinks kept as links),
-at PATH in the image (for an interpreter, its libraries and a server's packages).
+at PATH in the image (for an interpreter, its libraries and a server's packages); link:TARGET=PATH
+adds a symbolic link at PATH to TARGET.
 
 Entries are sorted, owned by root, stamped with EPOCH and carry no user or group names, so the
 same inputs always give the same bytes (and the same layer digest).
@@ -51,7 +52,10 @@ def main():
     ]
     links = {}
     for source, dest in extras:
-        add_tree(entries, links, source, dest.strip("/"))
+        if source.startswith("link:"):
+            links[dest.strip("/")] = source[len("link:"):]
+        else:
+            add_tree(entries, links, source, dest.strip("/"))
     # Parent directories of the extras, once each.
     have = {path for path, _, _ in entries} | set(links)
     for path in list(have):
