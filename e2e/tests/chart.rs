@@ -78,6 +78,17 @@ async fn chart_lints_refuses_unpinned_images_and_keeps_its_crds() {
     args.extend(["--set", "crds.install=false"]);
     let out = helm(cluster, &args).await;
     assert!(!String::from_utf8_lossy(&out.stdout).contains("kind: CustomResourceDefinition"));
+    // The optional ServiceMonitor: refused without the prometheus-operator API, rendered with it.
+    let mut args = template.to_vec();
+    args.extend(CHART_TEST_IMAGES);
+    args.extend(["--set", "metrics.serviceMonitor.enabled=true"]);
+    let without = helm(cluster, &args).await;
+    let err = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success() && err.contains("prometheus-operator"), "{err}");
+    args.extend(["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]);
+    let with = helm(cluster, &args).await;
+    let text = String::from_utf8_lossy(&with.stdout);
+    assert!(with.status.success() && text.contains("kind: ServiceMonitor"), "{text}");
     let cm = helm(
         cluster,
         &[
