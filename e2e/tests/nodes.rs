@@ -119,8 +119,8 @@ impl Drop for Idp {
 /// Runs the official Python SDK client through a gateway's Service; its JSON report.
 async fn client(url: &str, token: &str, ca: &std::path::Path, calls: &[&str]) -> Value {
     let out = tokio::process::Command::new(python())
-        .arg(repo_root().join("e2e/nodes/client.py"))
-        .args([url, token, ca.to_str().unwrap()])
+        .arg(repo_root().join("gateway/tests/peers/py_auth_client.py"))
+        .args([url, token, "legacy", "--ca", ca.to_str().unwrap()])
         .args(calls)
         .output()
         .await

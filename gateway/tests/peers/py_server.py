@@ -1,6 +1,7 @@
 """An official Python SDK server (both protocol eras) used as an upstream in gateway tests.
 
-usage: py_server.py stdio | py_server.py http PORT
+usage: py_server.py stdio | py_server.py http PORT | py_server.py sse PORT
+  (sse: the legacy HTTP+SSE transport; the python-mcp image of e2e/server-images runs it so)
 """
 import asyncio
 import sys
@@ -139,5 +140,7 @@ def internal_prompt() -> str:
 if __name__ == "__main__":
     if sys.argv[1] == "stdio":
         mcp.run("stdio")
+    elif sys.argv[1] == "sse":
+        mcp.run("sse", host="127.0.0.1", port=int(sys.argv[2]))
     else:
         mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
