@@ -134,6 +134,16 @@ async fn client(url: &str, token: &str, ca: &std::path::Path, calls: &[&str]) ->
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The CA that issued a gateway's serving certificate (the operator's), as a file for clients.
+async fn gateway_ca(cluster: &Cluster, ns: &str, server: &str, dir: &std::path::Path) -> PathBuf {
+    let secret =
+        k_json(cluster, &["get", "secret", "-n", ns, &format!("{server}-gateway-tls")]).await;
+    let pem = secret["data"]["ca.crt"].as_str().expect("the gateway TLS Secret has ca.crt");
+    let path = dir.join(format!("{server}-ca.pem"));
+    std::fs::write(&path, base64::engine::general_purpose::STANDARD.decode(pem).unwrap()).unwrap();
+    path
+}
+
 /// A namespace on the real node whose pods PodSecurity admission holds to `restricted`.
 async fn real_namespace(cluster: &Cluster, name: &str) {
     let yaml = format!(
@@ -374,11 +384,7 @@ async fn palisade_on_a_real_node() {
     wait_ready(cluster, &ns, "python-sse").await;
 
     // The official Python SDK client through the Service, with TLS and an IdP token.
-    let ca_secret = k_json(cluster, &["get", "secret", "-n", &ns, "everything-gateway-tls"]).await;
-    let ca_b64 = ca_secret["data"]["ca.crt"].as_str().expect("the gateway TLS Secret has ca.crt");
-    let ca_file = idp.dir.join("gateway-ca.pem");
-    std::fs::write(&ca_file, base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap())
-        .unwrap();
+    let ca_file = gateway_ca(cluster, &ns, "everything", &idp.dir).await;
     let url = format!("https://everything.{ns}.svc:8443/mcp");
     let token = idp.token("alice", "https://mcp.e2e.test/everything");
     let report = client(
@@ -401,12 +407,7 @@ async fn palisade_on_a_real_node() {
     // Legacy SSE upstreams (the everything server; the Python SDK's server), behind the same
     // gateway front.
     for server in ["everything-sse", "python-sse"] {
-        let secret =
-            k_json(cluster, &["get", "secret", "-n", &ns, &format!("{server}-gateway-tls")]).await;
-        let ca = idp.dir.join(format!("{server}-ca.pem"));
-        let pem = secret["data"]["ca.crt"].as_str().unwrap();
-        std::fs::write(&ca, base64::engine::general_purpose::STANDARD.decode(pem).unwrap())
-            .unwrap();
+        let ca = gateway_ca(cluster, &ns, server, &idp.dir).await;
         let url = format!("https://{server}.{ns}.svc:8443/mcp");
         let token = idp.token("alice", &format!("https://mcp.e2e.test/{server}"));
         let report = client(&url, &token, &ca, &[r#"echo:{"message":"over sse"}"#]).await;
@@ -418,11 +419,7 @@ async fn palisade_on_a_real_node() {
     // The stdio server, through the shell-free bridge in its container.
     let fs_url = format!("https://filesystem.{ns}.svc:8443/mcp");
     let fs_token = idp.token("alice", "https://mcp.e2e.test/filesystem");
-    let fs_ca = k_json(cluster, &["get", "secret", "-n", &ns, "filesystem-gateway-tls"]).await;
-    let fs_ca_file = idp.dir.join("filesystem-ca.pem");
-    let pem = fs_ca["data"]["ca.crt"].as_str().unwrap();
-    std::fs::write(&fs_ca_file, base64::engine::general_purpose::STANDARD.decode(pem).unwrap())
-        .unwrap();
+    let fs_ca_file = gateway_ca(cluster, &ns, "filesystem", &idp.dir).await;
     let fs_report = client(&fs_url, &fs_token, &fs_ca_file, &["list_allowed_directories:{}"]).await;
     assert_eq!(fs_report["tools"], serde_json::json!(["list_allowed_directories"]), "{fs_report}");
     let dirs = &fs_report["calls"]["list_allowed_directories"];
