@@ -321,6 +321,22 @@ async fn palisade_on_a_real_node() {
     let registry = operator_image.split('/').next().unwrap().to_string();
 
     // --- Palisade, installed by Helm -----------------------------------------------------------
+    // A first install, as on a fresh cluster: the CRDs the earlier tests applied themselves
+    // (with every leftover object of theirs; nothing of Palisade sets finalizers) go first, so
+    // that the release creates its own.
+    k(
+        cluster,
+        &[
+            "delete",
+            "crd",
+            "mcpservers.palisade.dev",
+            "mcppolicies.palisade.dev",
+            "--ignore-not-found",
+            "--wait",
+            "--timeout=120s",
+        ],
+    )
+    .await;
     let t0 = Instant::now();
     real_namespace(cluster, RELEASE_NS).await;
     let (ok, out) = helm(
