@@ -2,6 +2,8 @@
 """Writes one deterministic image layer: /NAME, the nonroot user, a CA bundle and /tmp.
 
 usage: images-layer.py EXE NAME EPOCH OUT.tar [SOURCE=PATH ...]
+       images-layer.py --only EPOCH OUT.tar SOURCE=PATH ...   (a layer of the extras alone,
+                                                              to stack on a shared one)
 
 Each SOURCE=PATH adds a file, or a directory with everything under it (symlinks kept as links),
 at PATH in the image (for an interpreter, its libraries and a server's packages); link:TARGET=PATH
@@ -21,6 +23,10 @@ GROUP = b"root:x:0:\nnonroot:x:65532:\n"
 
 
 def main():
+    if sys.argv[1] == "--only":
+        epoch, out = int(sys.argv[2]), sys.argv[3]
+        write(out, epoch, [], [arg.split("=", 1) for arg in sys.argv[4:]])
+        return
     exe, name, epoch, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     extras = [arg.split("=", 1) for arg in sys.argv[5:]]
     with open(exe, "rb") as f:
@@ -50,6 +56,11 @@ def main():
         # bridge's init container.
         (name, binary, 0o755),
     ]
+    write(out, epoch, entries, extras)
+
+
+def write(out, epoch, entries, extras):
+    """Writes ENTRIES and EXTRAS (with their parent directories) to OUT, sorted and stamped."""
     links = {}
     for source, dest in extras:
         if source.startswith("link:"):

@@ -171,8 +171,11 @@ async fn probe(
          s.on('timeout',()=>{{console.log('blocked');process.exit(0)}});\
          s.on('error',e=>{{console.log('blocked '+e.code);process.exit(0)}});"
     );
-    let out =
-        k(cluster, &["exec", "-n", ns, pod, "-c", container, "--", "/node", "-e", &script]).await;
+    let out = k(
+        cluster,
+        &["exec", "-n", ns, pod, "-c", container, "--", "/usr/local/bin/node", "-e", &script],
+    )
+    .await;
     out.trim().to_string()
 }
 
@@ -299,7 +302,7 @@ spec:
   containers:
     - name: listener
       image: {image}
-      command: ["/node", "-e", "require('net').createServer(s=>s.end('bystander')).listen(8080)"]
+      command: ["/usr/local/bin/node", "-e", "require('net').createServer(s=>s.end('bystander')).listen(8080)"]
       securityContext:
         allowPrivilegeEscalation: false
         readOnlyRootFilesystem: true
@@ -455,9 +458,11 @@ const st=fs.readFileSync('/proc/self/status','utf8');
 for(const f of ['Uid','CapEff','Seccomp','NoNewPrivs']){r[f]=(st.match(new RegExp('^'+f+':\\s*(.*)$','m'))||[])[1]}
 r.token=fs.existsSync('/var/run/secrets/kubernetes.io/serviceaccount/token');
 console.log(JSON.stringify(r))"#;
-    let out =
-        k(cluster, &["exec", "-n", &ns, &pod_name, "-c", "server", "--", "/node", "-e", script])
-            .await;
+    let out = k(
+        cluster,
+        &["exec", "-n", &ns, &pod_name, "-c", "server", "--", "/usr/local/bin/node", "-e", script],
+    )
+    .await;
     let seen: Value = serde_json::from_str(out.trim()).unwrap();
     println!("server container: {seen}");
     assert_eq!(seen["root"], "EROFS", "{seen}");
