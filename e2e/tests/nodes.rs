@@ -392,8 +392,18 @@ async fn palisade_on_a_real_node() {
         ],
     )
     .await;
-    apply(cluster, &everything_yaml(&ns, "everything", "streamableHttp", &server_image, &idp))
-        .await;
+    // Ready pods are not yet a data path: kube-proxy programs the webhook's Service a moment
+    // later (until then the API server's call is refused). Admission through the Service, timed.
+    let everything = everything_yaml(&ns, "everything", "streamableHttp", &server_image, &idp);
+    let t_admission = Instant::now();
+    eventually(Duration::from_secs(60), "admission through the webhook's Service", || async {
+        let dry = ["apply", "--dry-run=server", "-f", "-"];
+        kubectl(cluster, &dry, Some(&everything)).await.ok()?.0.then_some(())
+    })
+    .await
+    .unwrap();
+    println!("admission through the Service: waited {:.1}s", t_admission.elapsed().as_secs_f64());
+    apply(cluster, &everything).await;
     apply(cluster, &everything_yaml(&ns, "everything-sse", "sse", &server_image, &idp)).await;
     apply(cluster, &server_from("filesystem.yaml", &ns, &server_image, &idp)).await;
     apply(cluster, &server_from("python-sse.yaml", &ns, &python_image, &idp)).await;
