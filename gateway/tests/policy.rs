@@ -665,27 +665,9 @@ async fn a_destructive_call_runs_only_after_its_exact_plan_is_approved() {
         && r["decision"] == "allow"));
 }
 
-async fn stateless_with_meta(url: &str, token: &str, mut params: Value) -> Value {
-    let meta = params["_meta"].as_object_mut().unwrap();
-    meta.insert("io.modelcontextprotocol/protocolVersion".into(), json!(STATELESS));
-    meta.insert("io.modelcontextprotocol/clientCapabilities".into(), json!({}));
-    let name = params["name"].as_str().unwrap().to_string();
-    let r = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", STATELESS)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", name)
-        .body(
-            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    r.json().await.unwrap()
+async fn stateless_with_meta(url: &str, token: &str, params: Value) -> Value {
+    let bearer = format!("Bearer {token}");
+    stateless_with(url, "tools/call", params, &[("authorization", &bearer)]).await
 }
 
 // --- results and the audit chain -------------------------------------------------------------

@@ -72,27 +72,9 @@ async fn replicas() -> Replicas {
 
 /// A stateless `tools/call`: the HTTP status and the JSON-RPC answer.
 async fn call(url: &str, token: &str, tool: &str, args: Value, meta: Value) -> (u16, Value) {
-    let mut meta = meta;
-    meta["io.modelcontextprotocol/protocolVersion"] = json!(STATELESS);
-    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
-    let r = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", STATELESS)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool)
-        .body(
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                   "params": {"name": tool, "arguments": args, "_meta": meta}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let params = json!({"name": tool, "arguments": args, "_meta": meta});
+    let bearer = format!("Bearer {token}");
+    stateless_status(url, "tools/call", params, &[("authorization", &bearer)]).await
 }
 
 fn text(v: &Value) -> String {

@@ -301,9 +301,19 @@ pub async fn ts_client(script: &str, url: &str, token: Option<&str>) -> Value {
 pub async fn stateless_with(
     url: &str,
     method: &str,
-    mut params: Value,
+    params: Value,
     headers: &[(&str, &str)],
 ) -> Value {
+    stateless_status(url, method, params, headers).await.1
+}
+
+/// [`stateless_with`], with the HTTP status of the answer.
+pub async fn stateless_status(
+    url: &str,
+    method: &str,
+    mut params: Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let meta = params.get("_meta").cloned().unwrap_or(json!({}));
     let mut meta = meta.as_object().cloned().unwrap_or_default();
     meta.insert("io.modelcontextprotocol/protocolVersion".into(), json!("2026-07-28"));
@@ -322,13 +332,12 @@ pub async fn stateless_with(
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
-    let text = r
+    let answer = r
         .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
