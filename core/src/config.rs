@@ -41,6 +41,61 @@ pub struct GatewayConfig {
     /// replica keeps its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<StateStore>,
+    /// What the gateway presents to the server for each request (the client's own token
+    /// never reaches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuthConfig>,
+    /// Where spans go (OTLP/HTTP); without it the gateway only passes trace context on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// OpenTelemetry traces over OTLP/HTTP (protobuf).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector.observability:4318`); spans are
+    /// posted to `<endpoint>/v1/traces`.
+    pub otlp_endpoint: String,
+    /// Share of traces started here (no sampled parent) that are recorded, 0 to 1; a client's
+    /// sampling decision is followed.
+    #[serde(default = "all")]
+    pub sample_ratio: f64,
+}
+
+fn all() -> f64 {
+    1.0
+}
+
+/// Credentials the gateway sends to the server: one header from a mounted Secret, or a token
+/// exchanged (RFC 8693) for each calling user.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum UpstreamAuthConfig {
+    /// The same header on every request: `name: prefix + <file content, trimmed>`.
+    #[serde(rename_all = "camelCase")]
+    Header { name: String, prefix: String, value_file: String },
+    /// A token for the calling user from the token endpoint (the client's token is the
+    /// subject token); the gateway's own requests (its handshake) use a client-credentials
+    /// token from the same endpoint.
+    TokenExchange(TokenExchangeConfig),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Extra trust anchors (PEM) for the token endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// A Redis-protocol store (Redis, Valkey, a managed Redis) shared by a server's replicas.

@@ -366,6 +366,49 @@ pub struct ToolPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub rate_per_minute: Option<u32>,
+    /// The reviewed definition of the tool (`palisade pin` writes it). A live definition
+    /// that differs is hidden from `tools/list` and its calls are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<ToolPin>,
+}
+
+/// Digests of a tool's reviewed definition: the whole definition (`definition`: SHA-256 of
+/// the canonical JSON of its name, title, description, inputSchema, outputSchema and
+/// annotations), and, so that a change can be named, each of those fields (the first 16 hex
+/// digits of the SHA-256 of its canonical JSON, `null` when absent).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolPin {
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub definition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
+    pub input_schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
+    pub output_schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
+    pub annotations: Option<String>,
+}
+
+impl ToolPin {
+    /// The pinned fields by their names in a tool definition.
+    pub fn fields(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("title", self.title.as_deref()),
+            ("description", self.description.as_deref()),
+            ("inputSchema", self.input_schema.as_deref()),
+            ("outputSchema", self.output_schema.as_deref()),
+            ("annotations", self.annotations.as_deref()),
+        ]
+    }
 }
 
 fn yes() -> bool {
@@ -434,6 +477,10 @@ pub struct ToolDefaults {
     pub safety_flags: Vec<String>,
     #[serde(default)]
     pub safety_flag_action: SafetyFlagAction,
+    /// What the gateway does with tool definitions whose text is aimed at the model rather
+    /// than the user (tool poisoning).
+    #[serde(default)]
+    pub screening: Screening,
 }
 
 impl Default for ToolDefaults {
@@ -442,6 +489,58 @@ impl Default for ToolDefaults {
             unlisted: UnlistedTools::Deny,
             safety_flags: default_safety_flags(),
             safety_flag_action: SafetyFlagAction::Refuse,
+            screening: Screening::default(),
+        }
+    }
+}
+
+/// What happens to a tool whose definition the screening flags.
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum ScreeningAction {
+    /// A security event; the tool stays available.
+    Warn,
+    /// A security event; the tool is hidden from `tools/list` and its calls are refused.
+    Hide,
+    /// A security event; every tool of the server is withheld (listings are empty and calls
+    /// refused) while any definition is flagged.
+    Refuse,
+}
+
+/// Screening of the text in tool definitions (descriptions and titles, the tool's and those
+/// inside its schemas), by kind of finding.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Screening {
+    /// Invisible, bidirectional-control and Unicode tag characters (text the user does not
+    /// see but the model reads). Default: `Hide`.
+    #[serde(default = "screen_hide")]
+    pub hidden_text: ScreeningAction,
+    /// Markup and phrases that address the model (`<IMPORTANT>`, "ignore previous
+    /// instructions", "do not tell the user", read a file and pass its content...).
+    /// Default: `Hide`.
+    #[serde(default = "screen_hide")]
+    pub instructions: ScreeningAction,
+    /// URLs and absolute file paths in the text. Default: `Warn`.
+    #[serde(default = "screen_warn")]
+    pub links: ScreeningAction,
+}
+
+fn screen_hide() -> ScreeningAction {
+    ScreeningAction::Hide
+}
+
+fn screen_warn() -> ScreeningAction {
+    ScreeningAction::Warn
+}
+
+impl Default for Screening {
+    fn default() -> Self {
+        Screening {
+            hidden_text: ScreeningAction::Hide,
+            instructions: ScreeningAction::Hide,
+            links: ScreeningAction::Warn,
         }
     }
 }
@@ -634,6 +733,7 @@ mod tests {
             arguments: vec![],
             deny_unlisted_arguments: true,
             rate_per_minute: None,
+            pin: None,
         };
         assert!(!tool(ToolEffect::Read, None).approval_required());
         assert!(tool(ToolEffect::Write, None).approval_required());

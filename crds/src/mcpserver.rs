@@ -439,6 +439,71 @@ pub struct MCPServerSpec {
     pub audit: AuditSpec,
     #[serde(default)]
     pub gateway: GatewaySpec,
+    /// What the gateway presents to the server on each request. The client's own token never
+    /// reaches the server; without this, the server gets no credential at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuth>,
+}
+
+/// Credentials for the server: one header from a Secret, or a token exchanged for each calling
+/// user (OAuth 2.0 Token Exchange, RFC 8693).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.header) != has(self.tokenExchange)").message("set exactly one of header or tokenExchange"))]
+pub struct UpstreamAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<UpstreamHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<TokenExchange>,
+}
+
+/// The same header on every request: `name: prefix + <the Secret's value>`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamHeader {
+    /// Default `Authorization`.
+    #[serde(default = "authorization_header")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub name: String,
+    /// Default `Bearer ` (with its space); empty for a raw value (an API key header).
+    #[serde(default = "bearer_prefix")]
+    #[schemars(length(max = 64))]
+    pub prefix: String,
+    pub secret_ref: KeyRef,
+}
+
+fn authorization_header() -> String {
+    "Authorization".into()
+}
+
+fn bearer_prefix() -> String {
+    "Bearer ".into()
+}
+
+/// A token for the calling user from the token endpoint, with the client's token as the
+/// subject token; the gateway's own requests (its handshake) use a client-credentials token.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenExchange {
+    #[schemars(length(min = 9, max = 2048), regex(pattern = r"^https://"))]
+    pub token_endpoint: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: String,
+    pub client_secret_ref: KeyRef,
+    /// The `audience` requested (the server's identifier at the authorization server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub audience: Option<String>,
+    /// The `resource` requested (RFC 8707).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub scopes: Vec<String>,
+    /// PEM bundle of CAs for the token endpoint (a private CA); system roots are trusted too.
+    #[serde(default, rename = "caSecretRef", skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
 }
 
 fn default_replicas() -> i32 {
@@ -496,7 +561,7 @@ pub struct ServerInfoStatus {
 pub struct MCPServerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `ImageVerified`, `PolicyCompliant`, `GatewayReady`.
+    /// `Ready`, `ImageVerified`, `PolicyCompliant`, `GatewayReady`, `ToolsVerified`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -518,6 +583,8 @@ pub mod conditions {
     pub const IMAGE_VERIFIED: &str = "ImageVerified";
     pub const POLICY_COMPLIANT: &str = "PolicyCompliant";
     pub const GATEWAY_READY: &str = "GatewayReady";
+    /// The gateways withhold no tool definition (pins, screening).
+    pub const TOOLS_VERIFIED: &str = "ToolsVerified";
 }
 
 impl MCPServerSpec {

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use palisade_e2e::{Cluster, eventually, free_port, kubectl, repo_root, signed_images, tool};
+use palisade_e2e::{
+    Cluster, eventually, free_port, kubectl, palisade_bin, repo_root, signed_images, tool,
+};
 use serde_json::Value;
 
 /// The node's address inside the cluster's namespace, and the decoy metadata endpoint there.
@@ -179,14 +181,15 @@ async fn probe(
     out.trim().to_string()
 }
 
-/// Pods of an MCP server, by name.
+/// Pods of an MCP server, by name; pods on their way out (a finished rollout's) are not counted.
 async fn server_pods(cluster: &Cluster, ns: &str, server: &str) -> Vec<Value> {
     let list = k_json(
         cluster,
         &["get", "pods", "-n", ns, "-l", &format!("palisade.dev/mcp-server={server}")],
     )
     .await;
-    list["items"].as_array().cloned().unwrap_or_default()
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    items.into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect()
 }
 
 async fn wait_ready(cluster: &Cluster, ns: &str, server: &str) {
@@ -283,6 +286,101 @@ fn server_from(file: &str, ns: &str, image: &str, idp: &Idp) -> String {
             ("IDP_PORT", &port),
         ],
     )
+}
+
+/// The `rug` MCPServer and its `ToolsVerified` condition, once it has one.
+async fn tools_verified(cluster: &Cluster, ns: &str) -> Option<(Value, Value)> {
+    let s = k_json(cluster, &["get", "mcpserver", "-n", ns, "rug"]).await;
+    let c = s["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "ToolsVerified")?
+        .clone();
+    Some((s, c))
+}
+
+/// A rug pull on the real node: the tools of `rug` pinned with `palisade pin` from its running
+/// gateway, then the server rewrites a description: the tool leaves the listing, its call is
+/// refused, the gateway's audit log names the change, and the operator's `ToolsVerified`
+/// condition says what changed.
+async fn tool_definitions_pinned(cluster: &Cluster, ns: &str, unpinned: &str, idp: &Idp) {
+    let t0 = Instant::now();
+    wait_ready(cluster, ns, "rug").await;
+    let pod = server_pods(cluster, ns, "rug").await.remove(0);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    // The admin port, as `kubectl port-forward` would give it (the node reaches its pods).
+    let file = idp.dir.join("rug.yaml");
+    std::fs::write(&file, unpinned).unwrap();
+    let out = std::process::Command::new(palisade_bin())
+        .args(["pin", file.to_str().unwrap(), "--write", "--gateway", &format!("http://{ip}:9090")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "palisade pin: {said}");
+    assert!(said.contains("pinned: get_weather, add, rewrite_tool"), "{said}");
+    let pinned = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(pinned.matches("definition:").count(), 3, "{pinned}");
+    apply(cluster, &pinned).await;
+    // The pins change the gateway's config: the Deployment rolls out.
+    k(cluster, &["rollout", "status", "-n", ns, "deployment/rug", "--timeout=240s"]).await;
+    eventually(WAIT, "rug: ToolsVerified True with the pins", || async {
+        let (s, c) = tools_verified(cluster, ns).await?;
+        let current = s["status"]["observedGeneration"] == s["metadata"]["generation"];
+        (current && c["reason"] == "DefinitionsVerified").then_some(())
+    })
+    .await
+    .unwrap();
+    wait_ready(cluster, ns, "rug").await;
+
+    let ca = gateway_ca(cluster, ns, "rug", &idp.dir).await;
+    let url = format!("https://rug.{ns}.svc:8443/mcp");
+    let token = idp.token("alice", "https://mcp.e2e.test/rug");
+    let before = client(&url, &token, &ca, &[r#"get_weather:{"city":"Oslo"}"#]).await;
+    assert_eq!(
+        before["tools"],
+        serde_json::json!(["add", "get_weather", "rewrite_tool"]),
+        "{before}"
+    );
+    assert_eq!(before["calls"]["get_weather"]["error"], false, "{before}");
+    // The server changes the reviewed description of get_weather.
+    let rewrite = r#"rewrite_tool:{"tool":"get_weather","description":"Returns the weather for a city, in degrees Fahrenheit."}"#;
+    let rewritten = client(&url, &token, &ca, &[rewrite]).await;
+    assert_eq!(rewritten["calls"]["rewrite_tool"]["error"], false, "{rewritten}");
+    let after =
+        client(&url, &token, &ca, &[r#"get_weather:{"city":"Oslo"}"#, r#"add:{"a":2,"b":3}"#])
+            .await;
+    assert_eq!(after["tools"], serde_json::json!(["add", "rewrite_tool"]), "{after}");
+    assert_eq!(after["calls"]["get_weather"]["error"], true, "{after}");
+    assert!(
+        after["calls"]["get_weather"]["text"].as_str().unwrap().contains("withheld"),
+        "{after}"
+    );
+    assert_eq!(after["calls"]["add"]["error"], false, "{after}");
+    let logs = k(cluster, &["logs", "-n", ns, "deployment/rug", "-c", "gateway"]).await;
+    let event = logs.lines().find(|l| {
+        l.starts_with('{')
+            && l.contains("\"kind\":\"tool_definition_changed\"")
+            && l.contains("changed: description")
+    });
+    assert!(event.is_some(), "the change is in the gateway's audit log:\n{logs}");
+    let t_status = Instant::now();
+    let condition = eventually(WAIT, "rug: ToolsVerified False naming the change", || async {
+        let (_, c) = tools_verified(cluster, ns).await?;
+        (c["status"] == "False").then_some(c)
+    })
+    .await
+    .unwrap();
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("tool get_weather: definition differs from its pin (changed: description;"),
+        "{condition}"
+    );
+    println!(
+        "rug pull: pinned and verified, change withheld; status after {:.1}s (all {:.1}s)",
+        t_status.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 fn target_pod_yaml(ns: &str, image: &str) -> String {
@@ -407,6 +505,8 @@ async fn palisade_on_a_real_node() {
     apply(cluster, &everything_yaml(&ns, "everything-sse", "sse", &server_image, &idp)).await;
     apply(cluster, &server_from("filesystem.yaml", &ns, &server_image, &idp)).await;
     apply(cluster, &server_from("python-sse.yaml", &ns, &python_image, &idp)).await;
+    let rug_yaml = server_from("rug.yaml", &ns, &python_image, &idp);
+    apply(cluster, &rug_yaml).await;
     wait_ready(cluster, &ns, "everything").await;
     wait_ready(cluster, &ns, "filesystem").await;
     wait_ready(cluster, &ns, "everything-sse").await;
@@ -456,6 +556,8 @@ async fn palisade_on_a_real_node() {
         dirs["error"] == false && dirs["text"].as_str().unwrap().contains("/projects"),
         "{fs_report}"
     );
+
+    tool_definitions_pinned(cluster, &ns, &rug_yaml, &idp).await;
 
     // --- Hardening, observed from inside the running containers ---------------------------------
     let pod = server_pods(cluster, &ns, "everything").await.remove(0);

@@ -3,6 +3,7 @@
 //! what the handshake learned, the state stores and the session registry, the authentication
 //! and authorization controls, and where everything is reported.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,17 +14,23 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::controls::authn::{AuthError, Authenticator};
-use crate::controls::authz::Authorizer;
+use crate::controls::authz::{Authorizer, Principal};
+use crate::controls::definitions;
 use crate::controls::guard::{Resolve, SystemResolver};
 use crate::observe::Observer;
 use crate::observe::audit::{Audit, AuditError};
 use crate::observe::metrics::Metrics;
+use crate::observe::telemetry::{Telemetry, TelemetryError};
 use crate::protocol::revision::{R2025_11, R2026, Rev};
 use crate::session::{ClientSession, MemorySessions, SessionRegistry, short};
 use crate::state::State;
 use crate::state::redis::{Redis, StoreError};
+use crate::upstream::credentials::{CredentialError, Credentials};
 use crate::upstream::probe::{self, Probe, ServerInfo, gateway_initialize};
 use crate::upstream::{Bounds, Connection, Connector, Target, UpstreamError};
+
+/// Stateless connections kept for per-user credentials at most (one per principal).
+const PER_USER_CONNECTIONS: usize = 1024;
 
 pub struct Gateway {
     config: RwLock<Arc<GatewayConfig>>,
@@ -32,6 +39,9 @@ pub struct Gateway {
     pub sessions: Box<dyn SessionRegistry>,
     /// The connection that carries stateless-era requests (one per gateway).
     shared: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// With a per-user upstream credential (token exchange): one stateless connection per
+    /// principal, each speaking for its user.
+    per_user: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
     server: RwLock<ServerInfo>,
     pub in_flight: Arc<Semaphore>,
     pub observe: Observer,
@@ -52,6 +62,10 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Credentials(#[from] CredentialError),
+    #[error("{0}")]
+    Telemetry(#[from] TelemetryError),
 }
 
 pub fn target_of(cfg: &GatewayConfig) -> Target {
@@ -67,7 +81,11 @@ impl Gateway {
         config: GatewayConfig,
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Gateway>, StartError> {
-        let connector = Connector::new(target_of(&config));
+        let credentials = config.upstream_auth.as_ref().map(Credentials::new).transpose()?;
+        let server_label = format!("{}/{}", config.server.namespace, config.server.name);
+        let telemetry =
+            config.tracing.as_ref().map(|t| Telemetry::new(t, &server_label)).transpose()?;
+        let connector = Connector::new(target_of(&config), credentials);
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight as usize));
         let authz = Authorizer::new(&config);
         let authn = Authenticator::new(&config)?;
@@ -82,9 +100,10 @@ impl Gateway {
             connector,
             sessions: Box::new(MemorySessions::default()),
             shared: tokio::sync::Mutex::new(None),
+            per_user: tokio::sync::Mutex::new(HashMap::new()),
             server: RwLock::new(ServerInfo::default()),
             in_flight,
-            observe: Observer { metrics: Metrics::new(), audit },
+            observe: Observer { metrics: Metrics::new(&server_label), audit, telemetry },
             authz,
             authn,
             state,
@@ -137,9 +156,44 @@ impl Gateway {
         self.sessions.get(id)
     }
 
-    /// A new connection to the server that speaks `rev` (not yet initialized).
-    pub async fn open_upstream(&self, rev: Rev) -> Result<Arc<Connection>, UpstreamError> {
-        self.connector.open(self.bounds(), rev).await
+    /// A new connection to the server that speaks `rev` (not yet initialized), for `principal`
+    /// (their credential, when the gateway sends one per user).
+    pub async fn open_upstream(
+        &self,
+        rev: Rev,
+        principal: &Principal,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        let identity = self.connector.identity(principal.token.clone());
+        self.connector.open(self.bounds(), rev, identity).await
+    }
+
+    /// The connection for `principal`'s stateless traffic: the gateway's shared one, or, with
+    /// a per-user credential, the principal's own (kept with their newest token).
+    pub async fn stateless_upstream(
+        &self,
+        principal: &Principal,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        if !self.connector.per_user() {
+            return self.shared_upstream().await;
+        }
+        let mut conns = self.per_user.lock().await;
+        if let Some(c) = conns.get(&principal.subject)
+            && c.closed().is_none()
+        {
+            if let Some(identity) = c.identity() {
+                identity.update(principal.token.as_ref());
+            }
+            return Ok(c.clone());
+        }
+        conns.retain(|_, c| c.closed().is_none());
+        if conns.len() >= PER_USER_CONNECTIONS
+            && let Some(any) = conns.keys().next().cloned()
+        {
+            conns.remove(&any);
+        }
+        let c = self.new_stateless_upstream(Some(principal)).await?;
+        conns.insert(principal.subject.clone(), c.clone());
+        Ok(c)
     }
 
     /// The connection for stateless traffic: native stateless if the server speaks it, else a
@@ -151,9 +205,20 @@ impl Gateway {
         {
             return Ok(s.clone());
         }
+        let connection = self.new_stateless_upstream(None).await?;
+        *guard = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// A connection ready for stateless traffic, speaking for `principal` (or the gateway).
+    async fn new_stateless_upstream(
+        &self,
+        principal: Option<&Principal>,
+    ) -> Result<Arc<Connection>, UpstreamError> {
         let info = self.server_info();
         let rev = if info.stateless { R2026 } else { info.legacy.unwrap_or(R2025_11) };
-        let connection = self.open_upstream(rev).await?;
+        let identity = self.connector.identity(principal.and_then(|p| p.token.clone()));
+        let connection = self.connector.open(self.bounds(), rev, identity).await?;
         if rev.stateless() {
             connection.pipe().set_protocol_version(rev.as_str());
         } else {
@@ -173,7 +238,6 @@ impl Gateway {
             connection.pipe().set_protocol_version(rev.as_str());
             connection.notify("notifications/initialized", None).await?;
         }
-        *guard = Some(connection.clone());
         Ok(connection)
     }
 
@@ -271,7 +335,34 @@ impl Gateway {
             *s = info.clone();
         }
         self.observe.metrics.ready.set(i64::from(info.ready));
+        self.review_definitions(&cfg);
         info
+    }
+
+    /// Judges every known tool definition (after each handshake, so that a changed or
+    /// poisoned definition is reported even before a client lists it); returns each one's
+    /// state for the admin endpoints.
+    pub fn review_definitions(&self, cfg: &GatewayConfig) -> Vec<Value> {
+        let tools = self.state.tools.all();
+        let server = definitions::server_withheld(cfg, self.state.tools.as_ref());
+        let mut withheld = 0;
+        let described = tools
+            .iter()
+            .map(|t| {
+                let j = definitions::judge(cfg, t);
+                definitions::report(&self.observe, "review", "-", t, &j);
+                let mut d = definitions::describe(cfg, t);
+                if server.is_some() {
+                    d["withheld"] = Value::Bool(true);
+                }
+                if d["withheld"] == Value::Bool(true) {
+                    withheld += 1;
+                }
+                d
+            })
+            .collect();
+        self.observe.metrics.tools_withheld.set(withheld);
+        described
     }
 
     /// Reloads the config file when it changes; a bad file is reported and ignored.
@@ -300,9 +391,10 @@ impl Gateway {
                         if cfg.listen != old.listen
                             || cfg.upstream != old.upstream
                             || cfg.state != old.state
+                            || cfg.upstream_auth != old.upstream_auth
                         {
                             warn!(
-                                "listen, upstream or state store changed: restart the gateway to apply them; policy changes applied now"
+                                "listen, upstream, upstream credentials or state store changed: restart the gateway to apply them; policy changes applied now"
                             );
                         }
                         gw.set_config(cfg);

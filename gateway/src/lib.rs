@@ -11,9 +11,9 @@
 //! | `gateway` | the composition root: configuration, the server connection, state, controls, sessions |
 //! | `session/` | client sessions of the session era and the registry that finds them |
 //! | `controls/` | authentication, authorization, argument guards, the tool gate, approval plans, quotas, mediation and sanitising of server text |
-//! | `upstream/` | connections to the server: one pipe per transport, correlation, the handshake probe |
+//! | `upstream/` | connections to the server: one pipe per transport, correlation, the credentials presented to the server, the handshake probe |
 //! | `state/` | what spans requests (approvals, counters, tool definitions) behind traits, in memory |
-//! | `observe/` | audit log, security events, metrics, trace context |
+//! | `observe/` | audit log, security events, metrics, trace context, spans exported over OTLP |
 //! | `protocol/` | MCP and JSON-RPC as data: envelopes, SSE, headers, revisions, per-revision schemas, era translation, tool definitions |
 //! | `bridge` | the stdio bridge, a process of its own that uses nothing of the gateway |
 

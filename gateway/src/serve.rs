@@ -38,9 +38,22 @@ pub fn load(path: &PathBuf) -> Result<GatewayConfig, ServeError> {
     Ok(GatewayConfig::from_json(&text)?)
 }
 
+/// Every known tool definition: its fingerprint as a pin (what `palisade pin` writes into
+/// the spec), whether it is withheld and why.
+async fn tools(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    Json(json!({"tools": gw.review_definitions(&gw.config())}))
+}
+
 async fn status(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let s = gw.server_info();
+    let withheld: Vec<Value> = gw
+        .review_definitions(&gw.config())
+        .into_iter()
+        .filter(|t| t["withheld"] == Value::Bool(true) || !t["reason"].is_null())
+        .map(|t| json!({"name": t["name"], "withheld": t["withheld"], "reason": t["reason"]}))
+        .collect();
     Json(json!({
+        "tools": withheld,
         "ready": s.ready,
         "server": s.server_info,
         "protocolVersion": s.protocol_version,
@@ -136,10 +149,14 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
         let gw = gw.clone();
         Arc::new(move || gw.server_info().ready)
     };
-    let admin = palisade_https::admin::router(encode, ready)
-        .merge(axum::Router::new().route("/status", get(status)).with_state(gw.clone()));
+    let admin = palisade_https::admin::router(encode, ready).merge(
+        axum::Router::new()
+            .route("/status", get(status))
+            .route("/tools", get(tools))
+            .with_state(gw.clone()),
+    );
     let admin_listener = palisade_https::admin::bind(admin_addr).await?;
-    info!(addr = %admin_listener.local_addr()?, "admin endpoints: /healthz /readyz /metrics /status");
+    info!(addr = %admin_listener.local_addr()?, "admin endpoints: /healthz /readyz /metrics /status /tools");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(palisade_https::admin::serve(admin_listener, admin, {
         let mut rx = stop_rx.clone();
@@ -163,6 +180,14 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServeError> {
     .await;
     gw.close_all_here().await;
     gw.observe.audit.flush();
+    // Spans still buffered go out before the process ends (the exporter blocks: its own thread).
+    let flushing = gw.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(t) = &flushing.observe.telemetry {
+            t.shutdown();
+        }
+    })
+    .await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     info!("gateway stopped");

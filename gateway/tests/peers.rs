@@ -65,12 +65,9 @@ async fn everything_over_stdio_through_the_bridge() {
 #[tokio::test]
 async fn the_reference_filesystem_server_over_stdio() {
     let root = scratch("fs-root");
-    let server = peers().join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
-    let (_bridge, socket) = bridge(
-        &[node().display().to_string(), server.display().to_string(), root.display().to_string()],
-        &[],
-    )
-    .await;
+    let (_bridge, socket) =
+        bridge(&[node().display().to_string(), filesystem(), root.display().to_string()], &[])
+            .await;
     let mut cfg =
         config(json!({"kind": "stdio", "socket": socket, "sandbox": {}}), &["2025-11-25"]);
     // The server annotates write_file as destructive; without this entry the gateway would

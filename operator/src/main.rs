@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use palisade_operator::{approvals, cli, run};
+use palisade_operator::{approvals, cli, pin, run};
 use palisade_render::FqdnPolicy;
 
 #[derive(Parser)]
@@ -76,6 +76,10 @@ enum Command {
     /// List, approve or deny a gateway's approval plans (a client of its approvals API).
     #[command(subcommand)]
     Approvals(approvals::Action),
+    /// Write the digests of a running server's tool definitions into an MCPServer file
+    /// (`spec.tools[].pin`), read from its gateway's admin endpoint. Exit 0: every listed tool
+    /// pinned; 1: a listed tool is not offered by the server; 2: error.
+    Pin(pin::Args),
     /// Run the operator: reconcile MCPServers into hardened workloads (uses KUBECONFIG or the
     /// in-cluster service account).
     Operator(run::Args),
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
             cli::advisories(cli::AdvisoryArgs { files, name, namespace_labels, require_sbom })
         }
         Command::Approvals(action) => approvals::approvals(action),
+        Command::Pin(args) => pin::pin(args),
         Command::Operator(args) => return run_async(run::run(args)),
         Command::Webhook(args) => return run_async(palisade_webhooks::server::run(args)),
     };

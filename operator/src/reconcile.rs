@@ -32,6 +32,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, Applied, FIELD_MANAGER, Live};
+use crate::gateways::Gateways;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::registry::{ResolveError, Resolver, Verification, Verifier};
 use crate::sbom;
@@ -45,6 +46,9 @@ const CERT_RENEW_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 const RESYNC: Duration = Duration::from_secs(600);
 /// Re-check of a server blocked by its spec; watches on policies and the spec wake it earlier.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(600);
+/// How often the gateways of a server with pinned tools are asked whether they withhold one
+/// (the gateways enforce at once; this bounds how stale the `ToolsVerified` condition is).
+const TOOLS_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -116,6 +120,8 @@ pub struct Context {
     pub render: RenderOptions,
     pub resolver: Resolver,
     pub verifier: Box<dyn Verifier>,
+    /// The running gateways' admin `/status` (tool definitions, handshake summary).
+    pub gateways: Box<dyn Gateways>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub ca: Authority,
@@ -452,8 +458,14 @@ async fn reconcile_inner(
     let blocked = progress.blocker.is_some();
     record(ctx, obj, &server, ns, name, &prev, progress).await?;
     // Deployment status changes and policy changes arrive through watches; these requeues
-    // only bound how long drift outside watched fields (and certificate expiry) can last.
-    Ok(Action::requeue(if blocked { BLOCKED_RECHECK } else { RESYNC }))
+    // only bound how long drift outside watched fields (and certificate expiry) can last. A
+    // server with pinned tools is asked about its definitions more often.
+    let pinned = server.spec.tools.iter().any(|t| t.pin.is_some());
+    Ok(Action::requeue(match (blocked, pinned) {
+        (true, _) => BLOCKED_RECHECK,
+        (false, true) => TOOLS_RECHECK,
+        (false, false) => RESYNC,
+    }))
 }
 
 /// What one reconcile found and did, for the status.
@@ -584,6 +596,16 @@ async fn record(
     let generation = server.metadata.generation.unwrap_or(0);
     let deployment =
         ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| d.as_ref().clone());
+    let ready = deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let gateways = if ready > 0 && p.blocker.is_none() {
+        Some(ctx.gateways.status(ns, name).await)
+    } else {
+        None
+    };
     let observed = Observed {
         generation,
         desired_replicas: server.spec.replicas,
@@ -591,13 +613,14 @@ async fn record(
         blocker: p.blocker,
         verification: p.verification.as_ref(),
         deployment: deployment.as_ref(),
+        gateways: gateways.as_ref(),
     };
     let new_status = MCPServerStatus {
         observed_generation: Some(generation),
         conditions: status::conditions(&prev.conditions, &observed),
         image: p.image,
         endpoint: Some(palisade_render::endpoint(name, ns, &ctx.render.cluster_domain)),
-        server: prev.server.clone(),
+        server: status::server_info(gateways.as_ref()).or_else(|| prev.server.clone()),
         config_hash: p.config_hash,
     };
     if new_status != *prev {
@@ -621,9 +644,13 @@ async fn announce_transitions(
     prev: &MCPServerStatus,
     new: &MCPServerStatus,
 ) {
-    for t in ["Ready", "PolicyCompliant", "ImageVerified"] {
+    for t in ["Ready", "PolicyCompliant", "ImageVerified", "ToolsVerified"] {
         let (old, cur) = (condition(prev, t), condition(new, t));
         let Some(cur) = cur else { continue };
+        // Not knowing the tools' state (no gateway ready yet) is not news.
+        if t == "ToolsVerified" && cur.status == "Unknown" {
+            continue;
+        }
         if old.map(|o| (&o.status, &o.reason)) == Some((&cur.status, &cur.reason)) {
             continue;
         }

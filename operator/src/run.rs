@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
-use crate::{registry, signature};
+use crate::{gateways, registry, signature};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,6 +56,19 @@ pub struct Args {
     pub cilium_fqdn_policies: bool,
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Namespace of the Prometheus that scrapes the gateways: its pods may reach their admin
+    /// port (metrics) through the rendered NetworkPolicy.
+    #[arg(long)]
+    pub metrics_namespace: Option<String>,
+    /// The OpenTelemetry Collector's OTLP/HTTP base URL the gateways send spans to.
+    #[arg(long, requires = "otlp_namespace")]
+    pub otlp_endpoint: Option<String>,
+    /// The collector's namespace: the gateways' egress is opened to its pods on the URL's port.
+    #[arg(long)]
+    pub otlp_namespace: Option<String>,
+    /// Share of traces started at the gateways that are recorded (0 to 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
     /// Only reconcile MCPServers whose labels match this selector (sharding, canary rollouts of
     /// a new operator version, tests).
     #[arg(long)]
@@ -77,6 +90,8 @@ pub enum RunError {
     Setup(#[from] reconcile::Error),
     #[error("metrics endpoint: {0}")]
     Http(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A watch cache of one owned kind, and the stream of changes that triggers reconciles.
@@ -120,6 +135,30 @@ async fn counting_client(metrics: Arc<Metrics>) -> Result<Client, RunError> {
         req
     });
     Ok(builder.with_layer(&layer).build())
+}
+
+/// Where the gateways send spans, from the flags; a URL without a host or port is refused.
+fn trace_export(args: &Args) -> Result<Option<palisade_render::TraceExport>, RunError> {
+    let (Some(endpoint), Some(namespace)) = (&args.otlp_endpoint, &args.otlp_namespace) else {
+        return Ok(None);
+    };
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| RunError::Config(format!("--otlp-endpoint {endpoint}: {e}")))?;
+    let port = url
+        .port_or_known_default()
+        .filter(|_| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        .ok_or_else(|| {
+            RunError::Config(format!("--otlp-endpoint {endpoint}: an http(s) URL with a host"))
+        })?;
+    if !(0.0..=1.0).contains(&args.trace_sample_ratio) {
+        return Err(RunError::Config("--trace-sample-ratio must be between 0 and 1".into()));
+    }
+    Ok(Some(palisade_render::TraceExport {
+        otlp_endpoint: endpoint.clone(),
+        namespace: namespace.clone(),
+        port,
+        sample_ratio: args.trace_sample_ratio,
+    }))
 }
 
 pub async fn run(args: Args) -> Result<(), RunError> {
@@ -181,6 +220,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         gateway_image: args.gateway_image.clone(),
         resolved_digest: None,
         operator_namespace: args.namespace.clone(),
+        metrics_namespace: args.metrics_namespace.clone(),
+        tracing: trace_export(&args)?,
         cluster_domain: args.cluster_domain.clone(),
         fqdn_policy: if args.cilium_fqdn_policies { FqdnPolicy::Cilium } else { FqdnPolicy::None },
         ..RenderOptions::default()
@@ -263,6 +304,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             client.clone(),
             args.insecure_registries.clone(),
         )),
+        gateways: Box::new(gateways::AdminPorts::new(client.clone())),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: "palisade-operator".into(), instance: Some(identity.clone()) },

@@ -4,10 +4,13 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use palisade_crds::mcpserver::ServerInfoStatus;
 use palisade_crds::mcpserver::conditions::{
-    GATEWAY_READY, IMAGE_VERIFIED, POLICY_COMPLIANT, READY,
+    GATEWAY_READY, IMAGE_VERIFIED, POLICY_COMPLIANT, READY, TOOLS_VERIFIED,
 };
+use serde_json::Value;
 
+use crate::gateways::Report;
 use crate::registry::Verification;
 
 /// Why the operator did not (or could not) apply the current spec.
@@ -56,6 +59,8 @@ pub struct Observed<'a> {
     pub blocker: Option<Blocker>,
     pub verification: Option<&'a Verification>,
     pub deployment: Option<&'a Deployment>,
+    /// What the ready gateways said (`None`: none was asked).
+    pub gateways: Option<&'a Report>,
 }
 
 fn condition(
@@ -200,7 +205,97 @@ pub fn conditions(prev: &[Condition], o: &Observed) -> Vec<Condition> {
         ),
     };
     out.push(ready);
+    out.push(tools_verified(prev, o.gateways, g));
     out
+}
+
+/// The longest condition message about tool definitions (the gateways' `/status` has them all).
+const TOOLS_MESSAGE_CHARS: usize = 1000;
+
+/// Whether the gateways withhold tool definitions (a pin that no longer matches, screening).
+fn tools_verified(prev: &[Condition], report: Option<&Report>, g: i64) -> Condition {
+    let answers = match report {
+        None | Some(Report::NoneReady) => {
+            return condition(
+                prev,
+                TOOLS_VERIFIED,
+                "Unknown",
+                "NoGatewayReady",
+                "no ready gateway to ask about the server's tool definitions".into(),
+                g,
+            );
+        }
+        Some(Report::Unreachable(e)) => {
+            return condition(
+                prev,
+                TOOLS_VERIFIED,
+                "Unknown",
+                "GatewayUnreachable",
+                format!("the gateways' admin port did not answer: {e}"),
+                g,
+            );
+        }
+        Some(Report::Answered(a)) => a,
+    };
+    // Every replica's verdicts, once per tool (a withheld verdict wins).
+    let mut withheld: Vec<String> = Vec::new();
+    let mut flagged: Vec<String> = Vec::new();
+    for t in answers.iter().filter_map(|a| a.get("tools")).filter_map(Value::as_array).flatten() {
+        let name = t.get("name").and_then(Value::as_str).unwrap_or("?");
+        let reason = t.get("reason").and_then(Value::as_str).unwrap_or("withheld");
+        let line = format!("tool {name}: {reason}");
+        let is_withheld = t.get("withheld").and_then(Value::as_bool).unwrap_or(true);
+        let known = |l: &Vec<String>| l.iter().any(|x| x.starts_with(&format!("tool {name}: ")));
+        if is_withheld && !known(&withheld) {
+            flagged.retain(|x| !x.starts_with(&format!("tool {name}: ")));
+            withheld.push(line);
+        } else if !is_withheld && !known(&withheld) && !known(&flagged) {
+            flagged.push(line);
+        }
+    }
+    let bounded = |l: &[String]| {
+        let m = l.join("; ");
+        if m.chars().count() > TOOLS_MESSAGE_CHARS {
+            format!(
+                "{}... (see the gateway's /status)",
+                m.chars().take(TOOLS_MESSAGE_CHARS).collect::<String>()
+            )
+        } else {
+            m
+        }
+    };
+    if !withheld.is_empty() {
+        let m = format!("the gateways withhold {} tool(s): {}", withheld.len(), bounded(&withheld));
+        return condition(prev, TOOLS_VERIFIED, "False", "ToolDefinitionsWithheld", m, g);
+    }
+    if !flagged.is_empty() {
+        let m = format!("screening warnings: {}", bounded(&flagged));
+        return condition(prev, TOOLS_VERIFIED, "True", "ScreeningWarnings", m, g);
+    }
+    condition(
+        prev,
+        TOOLS_VERIFIED,
+        "True",
+        "DefinitionsVerified",
+        format!(
+            "{} gateway(s) asked: every tool definition matches its pin and passes screening",
+            answers.len()
+        ),
+        g,
+    )
+}
+
+/// The handshake summary of the first gateway that answered.
+pub fn server_info(report: Option<&Report>) -> Option<ServerInfoStatus> {
+    let Some(Report::Answered(answers)) = report else { return None };
+    let a = answers.first()?;
+    let text = |p: &str| a.pointer(p).and_then(Value::as_str).map(str::to_string);
+    Some(ServerInfoStatus {
+        name: text("/server/name"),
+        version: text("/server/version"),
+        protocol_version: text("/protocolVersion"),
+        tool_count: a.get("toolCount").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()),
+    })
 }
 
 #[cfg(test)]
@@ -239,6 +334,7 @@ mod tests {
             blocker: None,
             verification: Some(&verification),
             deployment: Some(&d),
+            gateways: None,
         };
         let c = conditions(&[], &o);
         assert_eq!(get(&c, READY).status, "True");
@@ -270,6 +366,7 @@ mod tests {
             blocker: None,
             verification: None,
             deployment: Some(&d),
+            gateways: None,
         };
         let mut first = conditions(&[], &o);
         let old = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
@@ -281,5 +378,32 @@ mod tests {
         let none = Observed { deployment: None, ..o };
         let third = conditions(&first, &none);
         assert_ne!(get(&third, READY).last_transition_time, old);
+    }
+
+    #[test]
+    fn tools_verified_names_what_the_gateways_withhold() {
+        use serde_json::json;
+        let c = tools_verified(&[], None, 1);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "NoGatewayReady"));
+        let c = tools_verified(&[], Some(&Report::Unreachable("timed out".into())), 1);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "GatewayUnreachable"));
+        let clean = Report::Answered(vec![json!({"tools": [], "toolCount": 2})]);
+        let c = tools_verified(&[], Some(&clean), 1);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "DefinitionsVerified"));
+        let changed = json!({"name": "get_weather", "withheld": true,
+            "reason": "definition differs from its pin (changed: description; pinned a, live b)"});
+        let warned = json!({"name": "add", "withheld": false, "reason": "screening: links at /description: https://x"});
+        // Two replicas: one sees the change, the other only the warning.
+        let report =
+            Report::Answered(vec![json!({"tools": [warned]}), json!({"tools": [changed, warned]})]);
+        let c = tools_verified(&[], Some(&report), 1);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ToolDefinitionsWithheld"));
+        assert_eq!(
+            c.message,
+            "the gateways withhold 1 tool(s): tool get_weather: definition differs from its pin (changed: description; pinned a, live b)"
+        );
+        let only_warned = Report::Answered(vec![json!({"tools": [warned]})]);
+        let c = tools_verified(&[], Some(&only_warned), 1);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "ScreeningWarnings"));
     }
 }

@@ -23,6 +23,7 @@ use kube::runtime::watcher;
 use palisade_admission::rules::trust::TrustSet;
 use palisade_crds::{MCPPolicy, MCPServer};
 use palisade_https::ca::Authority;
+use palisade_operator::gateways::{Gateways, Report};
 use palisade_operator::metrics::Metrics;
 use palisade_operator::reconcile::{Caches, Context, reconcile};
 use palisade_operator::registry::{Resolver, Verification, Verifier};
@@ -169,6 +170,15 @@ impl Verifier for FakeVerifier {
     }
 }
 
+/// Gateways that always say the same.
+struct FakeGateways(Report);
+
+impl Gateways for FakeGateways {
+    fn status<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Report> {
+        Box::pin(async move { self.0.clone() })
+    }
+}
+
 fn verified() -> Verification {
     Verification::Verified { by: "cosign key cosign-public-key/cosign.pub".into() }
 }
@@ -247,6 +257,7 @@ fn harness(verification: Verification, policies: &[Value], namespace_labels: Val
         render: RenderOptions { gateway_image: GATEWAY_IMAGE.into(), ..RenderOptions::default() },
         resolver: Resolver::new(vec![]),
         verifier: Box::new(FakeVerifier(verification)),
+        gateways: Box::new(FakeGateways(Report::NoneReady)),
         recorder: Recorder::new(
             client,
             Reporter { controller: "palisade-operator".into(), instance: Some("test".into()) },
@@ -475,6 +486,7 @@ fn clone_context(ctx: &Context) -> Context {
         render: ctx.render.clone(),
         resolver: Resolver::new(vec![]),
         verifier: Box::new(FakeVerifier(verified())),
+        gateways: Box::new(FakeGateways(Report::NoneReady)),
         recorder: Recorder::new(
             ctx.client.clone(),
             Reporter { controller: "palisade-operator".into(), instance: Some("test".into()) },
@@ -485,4 +497,48 @@ fn clone_context(ctx: &Context) -> Context {
         namespaces: ctx.namespaces.clone(),
         retries: Default::default(),
     }
+}
+
+#[tokio::test]
+async fn what_the_gateways_withhold_is_in_the_status() {
+    let mut h = harness(verified(), &[], json!({}));
+    let path = h.create(example("everything-http.yaml"));
+    h.reconcile(&path).await;
+    // No ready gateway yet: nobody is asked.
+    let server = h.stored(&path);
+    assert_eq!(condition(&server, "ToolsVerified")["reason"], "NoGatewayReady");
+    // The Deployment's pods become ready; their gateways withhold a changed tool.
+    h.api.lock().unwrap().objects.get_mut(DEPLOYMENT).unwrap()["status"] = json!({
+        "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2});
+    h.writers.show(&h.api);
+    let answer = json!({"ready": true, "server": {"name": "mcp-servers/everything", "version": "2.0.0"},
+        "protocolVersion": "2025-11-25", "toolCount": 13,
+        "tools": [{"name": "echo", "withheld": true,
+            "reason": "definition differs from its pin (changed: description; pinned 3f2a, live 9c1d)"}]});
+    let asking = Harness {
+        api: h.api.clone(),
+        ctx: Arc::new(Context {
+            gateways: Box::new(FakeGateways(Report::Answered(vec![answer]))),
+            ..clone_context(&h.ctx)
+        }),
+        writers: h.writers,
+    };
+    let seen = asking.reconcile(&path).await;
+    let server = asking.stored(&path);
+    let c = condition(&server, "ToolsVerified");
+    assert_eq!(c["status"], "False", "{c}");
+    assert_eq!(c["reason"], "ToolDefinitionsWithheld");
+    assert_eq!(
+        c["message"],
+        "the gateways withhold 1 tool(s): tool echo: definition differs from its pin (changed: description; pinned 3f2a, live 9c1d)"
+    );
+    assert_eq!(server["status"]["server"]["name"], "mcp-servers/everything");
+    assert_eq!(server["status"]["server"]["toolCount"], 13);
+    // The transition is announced as a warning.
+    let warned = seen.iter().any(|s| {
+        s.path.ends_with("/events")
+            && s.body["type"] == "Warning"
+            && s.body["reason"] == "ToolDefinitionsWithheld"
+    });
+    assert!(warned, "{:?}", lines(&seen));
 }

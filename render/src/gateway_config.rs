@@ -3,7 +3,7 @@
 
 use palisade_core::config::{
     AuditConfig, AuthConfig, Authorization, GatewayConfig, Listen, MtlsConfig, ServerRef,
-    StateStore, TlsFiles, Upstream,
+    StateStore, TlsFiles, TokenExchangeConfig, Upstream, UpstreamAuthConfig,
 };
 use palisade_crds::MCPServer;
 use palisade_crds::mcpserver::Transport;
@@ -17,6 +17,10 @@ pub(crate) const OIDC_CA_DIR: &str = "/etc/palisade/oidc-ca";
 /// The shared state store's password and CA.
 pub(crate) const STORE_SECRET_DIR: &str = "/etc/palisade/store";
 pub(crate) const STORE_CA_DIR: &str = "/etc/palisade/store-ca";
+/// The upstream credential (a header's value, or the token exchange's client secret) and the
+/// token endpoint's CA.
+pub(crate) const UPSTREAM_SECRET_DIR: &str = "/etc/palisade/upstream";
+pub(crate) const UPSTREAM_CA_DIR: &str = "/etc/palisade/upstream-ca";
 /// The gateway's own state that outlives a container restart (an emptyDir of the pod).
 pub(crate) const STATE_DIR: &str = "/var/lib/palisade";
 /// Where the audit chain's head is kept.
@@ -82,6 +86,33 @@ pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> Gatewa
             password_file: Some(format!("{STORE_SECRET_DIR}/{}", s.password_secret_ref.key)),
             ca_file: s.ca_secret_ref.as_ref().map(|r| format!("{STORE_CA_DIR}/{}", r.key)),
             key_prefix: format!("palisade:{namespace}/{name}:"),
+        }),
+        tracing: None,
+        upstream_auth: spec.upstream_auth.as_ref().and_then(|u| {
+            if let Some(h) = &u.header {
+                return Some(UpstreamAuthConfig::Header {
+                    name: h.name.clone(),
+                    prefix: h.prefix.clone(),
+                    value_file: format!("{UPSTREAM_SECRET_DIR}/{}", h.secret_ref.key),
+                });
+            }
+            u.token_exchange.as_ref().map(|t| {
+                UpstreamAuthConfig::TokenExchange(TokenExchangeConfig {
+                    token_endpoint: t.token_endpoint.clone(),
+                    client_id: t.client_id.clone(),
+                    client_secret_file: format!(
+                        "{UPSTREAM_SECRET_DIR}/{}",
+                        t.client_secret_ref.key
+                    ),
+                    audience: t.audience.clone(),
+                    resource: t.resource.clone(),
+                    scopes: t.scopes.clone(),
+                    ca_file: t
+                        .ca_secret_ref
+                        .as_ref()
+                        .map(|r| format!("{UPSTREAM_CA_DIR}/{}", r.key)),
+                })
+            })
         }),
     }
 }

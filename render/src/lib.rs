@@ -69,6 +69,19 @@ impl Default for DnsPeer {
     }
 }
 
+/// The OpenTelemetry Collector the gateways export spans to (OTLP/HTTP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceExport {
+    /// Its OTLP/HTTP base URL (`http://otel-collector.observability:4318`).
+    pub otlp_endpoint: String,
+    /// The namespace it runs in and the port the URL names: the gateways' egress is opened to
+    /// that port of that namespace's pods, nothing more.
+    pub namespace: String,
+    pub port: u16,
+    /// Share of traces started at the gateways that are recorded.
+    pub sample_ratio: f64,
+}
+
 /// Cluster-level inputs that are not part of the MCPServer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderOptions {
@@ -79,6 +92,10 @@ pub struct RenderOptions {
     pub resolved_digest: Option<String>,
     /// Namespace of the operator, whose pods may reach the gateway's admin port.
     pub operator_namespace: String,
+    /// Namespace of the Prometheus that scrapes the gateways' metrics (admin port), if any.
+    pub metrics_namespace: Option<String>,
+    /// Where the gateways send their spans, if anywhere.
+    pub tracing: Option<TraceExport>,
     pub cluster_domain: String,
     pub dns: DnsPeer,
     pub fqdn_policy: FqdnPolicy,
@@ -90,6 +107,8 @@ impl Default for RenderOptions {
             gateway_image: DEFAULT_GATEWAY_IMAGE.to_string(),
             resolved_digest: None,
             operator_namespace: "palisade-system".to_string(),
+            metrics_namespace: None,
+            tracing: None,
             cluster_domain: "cluster.local".to_string(),
             dns: DnsPeer::default(),
             fqdn_policy: FqdnPolicy::None,
@@ -210,7 +229,11 @@ pub fn render(server: &MCPServer, opts: &RenderOptions) -> Result<Rendered, Rend
         return Err(RenderError::GatewayImageNotPinned(opts.gateway_image.clone()));
     }
 
-    let gateway_config = gateway_config(server, name, namespace);
+    let mut gateway_config = gateway_config(server, name, namespace);
+    gateway_config.tracing = opts.tracing.as_ref().map(|t| palisade_core::config::TracingConfig {
+        otlp_endpoint: t.otlp_endpoint.clone(),
+        sample_ratio: t.sample_ratio,
+    });
     let config_json = serde_json::to_string_pretty(&gateway_config)?;
     let config_hash = sha256_hex(config_json.as_bytes());
     let meta = labels::Meta::new(server, name, namespace);

@@ -143,6 +143,17 @@ pub(crate) fn network_policies(
         }]),
         ports: Some(vec![tcp(ADMIN_PORT)]),
     });
+    // The gateway's metrics (admin port), for the cluster's Prometheus when it is named.
+    if let Some(ns) = &opts.metrics_namespace {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(namespace_selector(ns)),
+                pod_selector: None,
+                ip_block: None,
+            }]),
+            ports: Some(vec![tcp(ADMIN_PORT)]),
+        });
+    }
     let ingress_policy = policy(
         names::ingress_policy(&meta.name),
         NetworkPolicySpec {
@@ -190,6 +201,17 @@ pub(crate) fn network_policies(
         egress.push(NetworkPolicyEgressRule {
             to: Some(vec![policy_peer(&store.peer).map_err(RenderError::BadStateStore)?]),
             ports: Some(vec![tcp(i32::from(url.port))]),
+        });
+    }
+    // The trace collector, on its OTLP port only.
+    if let Some(t) = &opts.tracing {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(namespace_selector(&t.namespace)),
+                pod_selector: None,
+                ip_block: None,
+            }]),
+            ports: Some(vec![tcp(i32::from(t.port))]),
         });
     }
     let egress_policy = policy(

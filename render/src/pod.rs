@@ -22,6 +22,7 @@ use palisade_crds::mcpserver::{Resources, Transport};
 
 use crate::gateway_config::{
     AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, STATE_DIR, STORE_CA_DIR, STORE_SECRET_DIR, TLS_DIR,
+    UPSTREAM_CA_DIR, UPSTREAM_SECRET_DIR,
 };
 use crate::labels::Meta;
 use crate::{
@@ -278,6 +279,22 @@ pub(crate) fn deployment(
     if let Some(k) = &spec.audit.signing_key_secret_ref {
         volumes.push(secret_volume("audit-key", &k.name, std::slice::from_ref(&k.key)));
         gateway_mounts.push(mount("audit-key", AUDIT_KEY_DIR, true));
+    }
+    // The upstream credential reaches the gateway container only (never the server's).
+    if let Some(u) = &spec.upstream_auth {
+        let secret = u
+            .header
+            .as_ref()
+            .map(|h| &h.secret_ref)
+            .or(u.token_exchange.as_ref().map(|t| &t.client_secret_ref));
+        if let Some(r) = secret {
+            volumes.push(secret_volume("upstream-secret", &r.name, std::slice::from_ref(&r.key)));
+            gateway_mounts.push(mount("upstream-secret", UPSTREAM_SECRET_DIR, true));
+        }
+        if let Some(r) = u.token_exchange.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+            volumes.push(secret_volume("upstream-ca", &r.name, std::slice::from_ref(&r.key)));
+            gateway_mounts.push(mount("upstream-ca", UPSTREAM_CA_DIR, true));
+        }
     }
     // The store's password reaches the gateway container only.
     if let Some(store) = &spec.gateway.state {

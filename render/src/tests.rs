@@ -364,6 +364,23 @@ fn ingress_allows_only_the_gateway_port_and_only_from_declared_peers() {
         k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(ADMIN_PORT)
     );
 
+    // The cluster's Prometheus, when named, reaches the admin port (metrics) and nothing else.
+    let opts = RenderOptions { metrics_namespace: Some("monitoring".into()), ..Default::default() };
+    let with_metrics = render(&s, &opts).unwrap();
+    let rules = with_metrics.network_policies[1].spec.clone().unwrap().ingress.unwrap();
+    assert_eq!(rules.len(), 3);
+    let metrics_rule = &rules[2];
+    assert_eq!(
+        port(metrics_rule),
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(ADMIN_PORT)
+    );
+    let peer = &metrics_rule.from.as_ref().unwrap()[0];
+    assert_eq!(
+        peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(metrics_rule.ports.as_ref().unwrap().len(), 1);
+
     // No peers: no rule for the gateway port at all (an empty `from` would allow everyone).
     s.spec.ingress.clear();
     let r = render(&s, &RenderOptions::default()).unwrap();
@@ -435,6 +452,7 @@ fn config_hash_follows_the_gateway_policy_only() {
         arguments: vec![],
         deny_unlisted_arguments: false,
         rate_per_minute: None,
+        pin: None,
     });
     let changed = render(&tools, &RenderOptions::default()).unwrap();
     assert_ne!(changed.config_hash, base.config_hash);
@@ -633,4 +651,93 @@ fn secret_references_become_read_only_files_the_gateway_config_names() {
         server.spec.auth.oidc_ca_secret_ref.as_ref().map(|r| r.name.as_str()),
         Some("idp-ca")
     );
+}
+
+#[test]
+fn upstream_credentials_become_files_only_the_gateway_reads() {
+    use palisade_core::config::UpstreamAuthConfig;
+    let mut server = example("everything-http.yaml");
+    server.spec.upstream_auth = Some(
+        serde_json::from_value(serde_json::json!({"tokenExchange": {
+            "tokenEndpoint": "https://idp.example/token", "clientId": "gateway",
+            "clientSecretRef": {"name": "exchange", "key": "secret"},
+            "caSecretRef": {"name": "idp-ca", "key": "ca.pem"},
+            "audience": "https://api.example", "scopes": ["read"]}}))
+        .unwrap(),
+    );
+    let r = render(&server, &RenderOptions::default()).unwrap();
+    let Some(UpstreamAuthConfig::TokenExchange(t)) = &r.gateway_config.upstream_auth else {
+        panic!("{:?}", r.gateway_config.upstream_auth)
+    };
+    assert_eq!(t.client_secret_file, "/etc/palisade/upstream/secret");
+    assert_eq!(t.ca_file.as_deref(), Some("/etc/palisade/upstream-ca/ca.pem"));
+    assert_eq!(t.audience.as_deref(), Some("https://api.example"));
+    let p = pod(&r);
+    let mounted = |c: &str, volume: &str| {
+        p.containers
+            .iter()
+            .find(|x| x.name == c)
+            .and_then(|x| x.volume_mounts.clone())
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.name == volume && m.read_only == Some(true))
+    };
+    assert!(mounted("gateway", "upstream-secret") && mounted("gateway", "upstream-ca"));
+    assert!(!mounted("server", "upstream-secret") && !mounted("server", "upstream-ca"));
+
+    server.spec.upstream_auth = Some(
+        serde_json::from_value(
+            serde_json::json!({"header": {"secretRef": {"name": "api", "key": "token"}}}),
+        )
+        .unwrap(),
+    );
+    let r = render(&server, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        r.gateway_config.upstream_auth,
+        Some(UpstreamAuthConfig::Header {
+            name: "Authorization".into(),
+            prefix: "Bearer ".into(),
+            value_file: "/etc/palisade/upstream/token".into(),
+        })
+    );
+}
+
+#[test]
+fn trace_export_names_the_collector_and_opens_only_its_port() {
+    let s = example("everything-http.yaml");
+    let base = render(&s, &RenderOptions::default()).unwrap();
+    assert!(base.gateway_config.tracing.is_none());
+    let opts = RenderOptions {
+        tracing: Some(crate::TraceExport {
+            otlp_endpoint: "http://otel.observability:4318".into(),
+            namespace: "observability".into(),
+            port: 4318,
+            sample_ratio: 0.25,
+        }),
+        ..RenderOptions::default()
+    };
+    let r = render(&s, &opts).unwrap();
+    let t = r.gateway_config.tracing.as_ref().unwrap();
+    assert_eq!(
+        (t.otlp_endpoint.as_str(), t.sample_ratio),
+        ("http://otel.observability:4318", 0.25)
+    );
+    let egress = |r: &Rendered| r.network_policies[2].spec.clone().unwrap().egress.unwrap();
+    let added: Vec<_> =
+        egress(&r).into_iter().filter(|rule| !egress(&base).contains(rule)).collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    let rule = &added[0];
+    assert_eq!(
+        rule.ports.as_ref().unwrap()[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(4318))
+    );
+    assert_eq!(rule.ports.as_ref().unwrap().len(), 1);
+    let peer = &rule.to.as_ref().unwrap()[0];
+    assert!(peer.ip_block.is_none());
+    assert_eq!(
+        peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+        "observability"
+    );
+    // A different config: the pods roll when the collector changes.
+    assert_ne!(r.config_hash, base.config_hash);
 }

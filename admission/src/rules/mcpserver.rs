@@ -12,7 +12,7 @@ use palisade_core::spec::{ArgumentRule, FreeText, ToolEffect, UnlistedTools};
 use palisade_core::{paths, revisions, secrets};
 use palisade_crds::mcppolicy::MCPPolicy;
 use palisade_crds::mcpserver::{
-    EgressPort, KeylessIdentity, MCPServer, MCPServerSpec, PortProtocol, Resources,
+    EgressPort, KeylessIdentity, MCPServer, MCPServerSpec, PortProtocol, Resources, Transport,
 };
 use palisade_crds::quantity;
 use regex::Regex;
@@ -213,6 +213,7 @@ pub fn baseline(server: &MCPServer, allow: &Allowances) -> Verdict {
     mounts(&mut v, spec);
     protocol(&mut v, spec);
     authentication(&mut v, spec);
+    upstream_auth(&mut v, spec);
     authorization(&mut v, spec);
     tools(&mut v, spec);
     limits(&mut v, spec);
@@ -549,6 +550,55 @@ fn https_host(url: &str) -> Option<String> {
         host.split(':').next()?.to_string()
     };
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Headers the gateway sets itself or that belong to the transport: an upstream credential
+/// may not name them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "traceparent",
+    "tracestate",
+];
+
+/// Credentials the gateway presents to the server.
+fn upstream_auth(v: &mut Verdict, spec: &MCPServerSpec) {
+    let Some(u) = &spec.upstream_auth else { return };
+    if spec.transport == Transport::Stdio {
+        v.deny("baseline.upstreamAuth", "spec.upstreamAuth", "a stdio server receives no HTTP headers: remove spec.upstreamAuth (give a stdio server its credential with spec.secretMounts)");
+    }
+    if u.header.is_some() == u.token_exchange.is_some() {
+        v.deny(
+            "baseline.upstreamAuth",
+            "spec.upstreamAuth",
+            "set exactly one of header or tokenExchange",
+        );
+    }
+    if let Some(h) = &u.header
+        && RESERVED_HEADERS.contains(&h.name.to_ascii_lowercase().as_str())
+    {
+        v.deny("baseline.upstreamAuth", "spec.upstreamAuth.header.name", format!("{} is set by the gateway or the transport; name the header the server reads its credential from (Authorization, X-API-Key, ...)", h.name));
+    }
+    if let Some(t) = &u.token_exchange {
+        if spec.auth.oidc.is_none() {
+            v.deny("baseline.upstreamAuth", "spec.upstreamAuth.tokenExchange", "a token exchange trades the caller's bearer token for one for the server: configure spec.auth.oidc (certificate principals have no token to exchange)");
+        }
+        if !t.token_endpoint.starts_with("https://") {
+            v.deny("baseline.upstreamAuth", "spec.upstreamAuth.tokenExchange.tokenEndpoint", "the token endpoint must be an https URL (the client secret and users' tokens travel to it)");
+        }
+        if spec.egress.is_empty() {
+            v.warn(format!("the gateway exchanges tokens at {}: allow it in spec.egress (host or CIDR, port 443), or every call will fail", t.token_endpoint));
+        }
+    }
 }
 
 /// Authentication.

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::controls::authz::Principal;
+use crate::upstream::credentials::SubjectToken;
 
 /// Keys are re-read after this long even when every `kid` is known (key rotation).
 const JWKS_TTL: Duration = Duration::from_secs(600);
@@ -297,7 +298,7 @@ impl Authenticator {
             .and_then(|c| c.get("x5t#S256"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        Ok((Principal { subject, claims }, cnf))
+        Ok((Principal { subject, claims, token: Some(SubjectToken::new(token)) }, cnf))
     }
 
     /// The issuer's key for `kid`, fetching the JWKS when it is stale or the key is unknown

@@ -8,6 +8,8 @@ use palisade_core::config::GatewayConfig;
 use palisade_core::spec::{Role, glob_matches};
 use serde_json::{Map, Value};
 
+use crate::upstream::credentials::SubjectToken;
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
@@ -15,13 +17,16 @@ pub struct Principal {
     pub subject: String,
     /// Claims roles match on (token claims; `sub` for certificate principals).
     pub claims: Map<String, Value>,
+    /// The bearer token the principal presented, for a token exchange on their behalf
+    /// (`upstreamAuth.tokenExchange`); never forwarded, logged or shown.
+    pub token: Option<SubjectToken>,
 }
 
 impl Principal {
     pub fn anonymous() -> Principal {
         let mut claims = Map::new();
         claims.insert("sub".into(), Value::String("anonymous".into()));
-        Principal { subject: "anonymous".into(), claims }
+        Principal { subject: "anonymous".into(), claims, token: None }
     }
 
     /// A principal named by its client certificate; roles match it on `sub`.
@@ -29,7 +34,7 @@ impl Principal {
         let mut claims = Map::new();
         claims.insert("sub".into(), Value::String(name.clone()));
         claims.insert("auth_method".into(), Value::String("mtls".into()));
-        Principal { subject: name, claims }
+        Principal { subject: name, claims, token: None }
     }
 
     fn claim_matches(&self, claim: &str, values: &[String]) -> bool {
@@ -78,6 +83,16 @@ impl Authorizer {
             .into_iter()
             .filter(|r| r.subjects.iter().any(|s| p.claim_matches(&s.claim, &s.values)))
             .collect()
+    }
+
+    /// The principal's class for metrics: the first role that matches it (`none` without one).
+    pub fn class_of(&self, p: &Principal) -> String {
+        let Ok(roles) = self.roles.read() else { return "none".into() };
+        roles
+            .iter()
+            .find(|r| r.subjects.iter().any(|s| p.claim_matches(&s.claim, &s.values)))
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| "none".into())
     }
 
     /// Whether the principal holds a role that may approve plans of mutating tools.

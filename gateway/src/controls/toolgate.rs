@@ -1,8 +1,9 @@
 //! Everything a `tools/call` passes before the server sees it: the tool's definition (listed
-//! again once when unknown, else refused), its effect (spec, made stricter by the server's
-//! annotations), chain depth, argument policy, the approval of mutating calls (with a dry-run
-//! preview where the tool declares the flag), and budgets and rate limits. The gate takes
-//! what it needs explicitly ([`Gate`]) and reaches the server only through [`ToolServer`].
+//! again once when unknown, else refused; withheld when it differs from its pin or fails
+//! screening), its effect (spec, made stricter by the server's annotations), chain depth,
+//! argument policy, the approval of mutating calls (with a dry-run preview where the tool
+//! declares the flag), and budgets and rate limits. The gate takes what it needs explicitly
+//! ([`Gate`]) and reaches the server only through [`ToolServer`].
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::controls::approvals::{META_KEY, plan_result};
 use crate::controls::authz::Principal;
+use crate::controls::definitions;
 use crate::controls::guard::{self, Resolve};
 use crate::controls::quota::{self, QuotaError};
 use crate::observe::audit::CallRecord;
@@ -211,6 +213,29 @@ pub async fn check(
     let Some(known) = definition(gate, &tool).await else {
         return Err(unknown());
     };
+    // A definition that changed since review, or whose text addresses the model, is not
+    // used (a server withheld as a whole refuses every call).
+    let judged = definitions::judge(cfg, &known);
+    definitions::report(gate.observe, gate.request_id, who, &known, &judged);
+    let server_withheld = definitions::server_withheld(cfg, gate.state.tools.as_ref());
+    if judged.withheld() || server_withheld.is_some() {
+        let kind =
+            if judged.drift.is_some() { Kind::ToolDefinitionChanged } else { Kind::ToolPoisoning };
+        let why =
+            if judged.withheld() { judged.reason() } else { server_withheld.unwrap_or_default() };
+        return Err(Refused {
+            kind,
+            reason: format!("{tool}: withheld: {why}"),
+            response: jsonrpc::error(
+                Some(id.clone()),
+                POLICY_REFUSED,
+                format!(
+                    "Tool {tool} is withheld: its definition differs from the one reviewed for this server, or its text is aimed at the model; an administrator must review it"
+                ),
+                None,
+            ),
+        });
+    }
     let (effect, needs_approval) = classify(cfg, &tool, Some(&known));
     let depth = params
         .pointer(&format!("/_meta/{}", CHAIN_DEPTH_KEY.replace('/', "~1")))

@@ -20,6 +20,10 @@ pub enum Kind {
     PathTraversal,
     SafetyFlagOverride,
     OriginRejected,
+    /// A tool's live definition differs from its pin (a rug pull).
+    ToolDefinitionChanged,
+    /// A tool definition carries text aimed at the model (tool poisoning).
+    ToolPoisoning,
 }
 
 impl Kind {
@@ -35,12 +39,17 @@ impl Kind {
             Kind::PathTraversal => "path_traversal_attempt",
             Kind::SafetyFlagOverride => "safety_flag_override",
             Kind::OriginRejected => "origin_rejected",
+            Kind::ToolDefinitionChanged => "tool_definition_changed",
+            Kind::ToolPoisoning => "tool_poisoning",
         }
     }
 
     pub fn severity(self) -> &'static str {
         match self {
-            Kind::SessionHijack | Kind::Ssrf => "high",
+            Kind::SessionHijack
+            | Kind::Ssrf
+            | Kind::ToolDefinitionChanged
+            | Kind::ToolPoisoning => "high",
             Kind::AuthFailure
             | Kind::PathTraversal
             | Kind::SafetyFlagOverride
@@ -63,6 +72,8 @@ impl Kind {
             Kind::UpstreamValidationFailure => "T1195", // Supply Chain Compromise (a misbehaving server)
             Kind::SafetyFlagOverride => "T1562",        // Impair Defenses
             Kind::OriginRejected => "T1189",            // Drive-by Compromise (DNS rebinding)
+            Kind::ToolDefinitionChanged => "T1195.002", // Compromise Software Supply Chain
+            Kind::ToolPoisoning => "T1027",             // Obfuscated Files or Information
         }
     }
 }

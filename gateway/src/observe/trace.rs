@@ -9,6 +9,8 @@ pub struct TraceContext {
     pub trace_id: String,
     pub parent_id: String,
     pub flags: String,
+    /// Whether the client sent it (its `parent_id` is the client's span), or it was created here.
+    pub from_client: bool,
 }
 
 fn hex_of(len: usize, s: &str) -> bool {
@@ -34,6 +36,7 @@ impl TraceContext {
             trace_id: parts[1].into(),
             parent_id: parts[2].into(),
             flags: parts[3].into(),
+            from_client: true,
         })
     }
 
@@ -43,7 +46,12 @@ impl TraceContext {
         let mut p = [0u8; 8];
         rng.fill_bytes(&mut t);
         rng.fill_bytes(&mut p);
-        TraceContext { trace_id: hex::encode(t), parent_id: hex::encode(p), flags: "01".into() }
+        TraceContext {
+            trace_id: hex::encode(t),
+            parent_id: hex::encode(p),
+            flags: "01".into(),
+            from_client: false,
+        }
     }
 
     /// This hop as the parent of the next: same trace, new span id.
@@ -54,6 +62,7 @@ impl TraceContext {
             trace_id: self.trace_id.clone(),
             parent_id: hex::encode(p),
             flags: self.flags.clone(),
+            from_client: self.from_client,
         }
     }
 

@@ -64,14 +64,14 @@ pub async fn message(
             jsonrpc::error(Some(id), INVALID_REQUEST, "the session is already initialized", None),
         )),
         Message::Request { id, method, params } => {
-            let call = Arc::new(Call {
-                gw: gw.clone(),
-                cfg: gw.config(),
-                rev: session.rev,
-                principal: principal.clone(),
-                trace: trace.clone(),
-                session: Some(session.clone()),
-            });
+            let call = Arc::new(Call::new(
+                gw.clone(),
+                session.rev,
+                principal.clone(),
+                trace,
+                Some(session.clone()),
+                &method,
+            ));
             Some(request(call, id, method, params).await)
         }
         Message::Notification { method, params } => {

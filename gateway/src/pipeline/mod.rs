@@ -24,6 +24,8 @@ use crate::controls::toolgate::ToolServer;
 use crate::gateway::Gateway;
 use crate::observe::audit::CallRecord;
 use crate::observe::events::{self, Kind};
+use crate::observe::metrics::RequestLabel;
+use crate::observe::telemetry::RequestSpan;
 use crate::observe::trace::TraceContext;
 use crate::protocol::revision::Rev;
 use crate::session::{ClientSession, short};
@@ -58,6 +60,8 @@ pub struct Call {
     pub principal: Principal,
     pub trace: TraceContext,
     pub session: Option<Arc<ClientSession>>,
+    /// The request's server span (ends when the call is dropped, after its final answer).
+    pub span: RequestSpan,
 }
 
 /// The answer to a request: a final message now, or a stream of messages ending with it.
@@ -67,8 +71,59 @@ pub enum Reply {
 }
 
 impl Call {
+    /// A call of `method` from `principal`, with its server span.
+    pub fn new(
+        gw: Arc<Gateway>,
+        rev: Rev,
+        principal: Principal,
+        trace: &TraceContext,
+        session: Option<Arc<ClientSession>>,
+        method: &str,
+    ) -> Call {
+        // Span names and attributes never carry a client's string: unknown methods are "unknown".
+        let known = crate::protocol::schema::method(
+            method,
+            crate::protocol::schema::Direction::ClientToServer,
+            rev,
+        )
+        .map_or("unknown", |m| m.name);
+        let (span, trace) = gw.observe.request_span(trace, known);
+        if span.enabled() {
+            span.set("mcp.protocol.version", rev.as_str().to_string());
+            span.set("palisade.principal_class", gw.authz.class_of(&principal));
+        }
+        let cfg = gw.config();
+        Call { gw, cfg, rev, principal, trace, session, span }
+    }
+
     pub fn request_id(&self) -> String {
         self.trace.request_id()
+    }
+
+    /// Counts this request in the metrics: `tool` only as a name the server listed (bounded
+    /// label values), the principal by class.
+    pub fn count(&self, method: &str, tool: Option<&str>, outcome: &str, took: Option<Duration>) {
+        let tool = match tool {
+            Some(t) if self.gw.state.tools.get(t).is_some() => t.to_string(),
+            Some(_) => "other".to_string(),
+            None => String::new(),
+        };
+        let label = RequestLabel {
+            method: method.to_string(),
+            tool,
+            principal_class: self.gw.authz.class_of(&self.principal),
+            outcome: outcome.to_string(),
+        };
+        if self.span.enabled() {
+            self.span.set("palisade.outcome", label.outcome.clone());
+            if !label.tool.is_empty() {
+                self.span.set("gen_ai.tool.name", label.tool.clone());
+            }
+            if label.outcome != "ok" {
+                self.span.fail(&label.outcome);
+            }
+        }
+        self.gw.observe.metrics.count(label, took);
     }
 
     pub fn event(&self, kind: Kind, detail: &str) {
@@ -94,8 +149,14 @@ impl Call {
     /// The connection this call goes to: its session's, or the gateway's shared one.
     async fn upstream(&self) -> Result<Arc<Connection>, crate::upstream::UpstreamError> {
         match &self.session {
-            Some(s) => Ok(s.upstream.clone()),
-            None => self.gw.shared_upstream().await,
+            Some(s) => {
+                // A session outlives the token it was opened with: the newest one is exchanged.
+                if let Some(identity) = s.upstream.identity() {
+                    identity.update(self.principal.token.as_ref());
+                }
+                Ok(s.upstream.clone())
+            }
+            None => self.gw.stateless_upstream(&self.principal).await,
         }
     }
 }

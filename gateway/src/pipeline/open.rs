@@ -88,7 +88,7 @@ pub async fn open(gw: &Arc<Gateway>, o: Opening) -> Result<(Arc<ClientSession>, 
     if let Some(p) = params.as_mut() {
         without_tasks(p);
     }
-    let (upstream, result) = match handshake(gw, rev, params.clone(), def).await {
+    let (upstream, result) = match handshake(gw, rev, &principal, params.clone(), def).await {
         Ok(done) => done,
         Err(Failed::Unavailable) => {
             return Err(Refusal::new(
@@ -181,10 +181,11 @@ enum Failed {
 async fn handshake(
     gw: &Gateway,
     rev: Rev,
+    principal: &Principal,
     params: Option<Value>,
     def: &Method,
 ) -> Result<(Arc<Connection>, Value), Failed> {
-    let upstream = gw.open_upstream(rev).await.map_err(|_| Failed::Unavailable)?;
+    let upstream = gw.open_upstream(rev, principal).await.map_err(|_| Failed::Unavailable)?;
     let timeout = Duration::from_secs(u64::from(gw.config().limits.request_timeout_seconds));
     let answer = match upstream.call("initialize", params, timeout).await {
         Ok(a) => a,
@@ -252,7 +253,8 @@ pub async fn find(
     let rev =
         Rev::parse(&record.revision).filter(|r| !r.stateless() && gw.allowed().contains(r))?;
     let def = schema::method("initialize", Direction::ClientToServer, rev)?;
-    let (upstream, result) = handshake(gw, rev, record.initialize.clone(), def).await.ok()?;
+    let (upstream, result) =
+        handshake(gw, rev, principal, record.initialize.clone(), def).await.ok()?;
     let agreed = result.get("protocolVersion").and_then(Value::as_str).and_then(Rev::parse);
     if agreed != Some(rev) {
         upstream.close().await;

@@ -13,6 +13,7 @@ use tracing::debug;
 use super::{Call, response};
 use crate::controls::mediate::{self, Mediation};
 use crate::observe::events::Kind;
+use crate::observe::telemetry::StageSpan;
 use crate::protocol::digest::digest;
 use crate::protocol::jsonrpc::{self, UPSTREAM_UNAVAILABLE, is_final};
 use crate::protocol::schema::{self, Direction, Method};
@@ -25,6 +26,8 @@ pub(super) enum Step {
 
 /// What the relay needs to know about the request it relays.
 pub(super) struct Relay {
+    /// The call to the server, as a span: held, so that it ends when the relay drops it.
+    pub _upstream_span: StageSpan,
     pub def: &'static Method,
     pub method: String,
     pub id: Value,
@@ -45,8 +48,7 @@ impl Relay {
     pub(super) fn done(&self, call: &Call, outcome: &str, answer: Option<(&Value, &Mediation)>) {
         let metrics = &call.gw.observe.metrics;
         metrics.in_flight.dec();
-        metrics.count(&self.method, outcome);
-        metrics.duration.observe(self.started.elapsed().as_secs_f64());
+        call.count(&self.method, self.tool.as_deref(), outcome, Some(self.started.elapsed()));
         if !call.gw.observe.audit.enabled() {
             return;
         }

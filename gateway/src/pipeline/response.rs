@@ -1,6 +1,7 @@
 //! The final answer of the server to one request, before the client sees it: the envelope
 //! and the result checked against the client's revision (completed for a stateless client of
-//! a session-era server), listings filtered for the principal, `server/discover` pinned to
+//! a session-era server), listings filtered for the principal (and tools whose definition
+//! differs from its pin or fails screening withheld), `server/discover` pinned to
 //! the gateway's revisions, structured content checked against the tool's output schema, and
 //! server-authored text mediated. Errors from the server lose internal detail.
 
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Call;
 use crate::controls::authz::ItemKind;
-use crate::controls::{mediate, toolgate};
+use crate::controls::{definitions, mediate, toolgate};
 use crate::observe::events::Kind;
 use crate::protocol::jsonrpc::{self, UPSTREAM_INVALID};
 use crate::protocol::schema::{self, Method};
@@ -98,13 +99,28 @@ fn filter_result(call: &Call, method: &str, result: &mut Value) {
     if let Some(items) = result.get_mut(key).and_then(Value::as_array_mut) {
         if method == "tools/list" {
             call.gw.state.tools.learn(items);
+            if let Some(why) = definitions::server_withheld(&call.cfg, call.gw.state.tools.as_ref())
+            {
+                tracing::debug!(reason = %why, "every tool of the server is withheld");
+                items.clear();
+            }
         }
         items.retain(|item| {
             let name = item.get(name_key).and_then(Value::as_str).unwrap_or_default();
             call.gw.authz.item_allowed(&call.principal, kind, name)
-                && (kind != ItemKind::Tool || toolgate::visible(&call.cfg, name))
+                && (kind != ItemKind::Tool
+                    || (toolgate::visible(&call.cfg, name) && !withheld(call, name)))
         });
     }
+}
+
+/// Whether a listed tool's live definition is withheld (its pin, its screening); what is
+/// wrong with it is reported once per definition.
+fn withheld(call: &Call, name: &str) -> bool {
+    let Some(tool) = call.gw.state.tools.get(name) else { return true };
+    let j = definitions::judge(&call.cfg, &tool);
+    definitions::report(&call.gw.observe, &call.request_id(), &call.principal.subject, &tool, &j);
+    j.withheld()
 }
 
 fn output_schema_violation(call: &Call, tool: &str, msg: &Value) -> Option<String> {

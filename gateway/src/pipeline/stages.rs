@@ -15,6 +15,7 @@ use crate::controls::quota::{self, QuotaError};
 use crate::controls::toolgate::state_unavailable;
 use crate::controls::toolgate::{self, Gate};
 use crate::observe::events::Kind;
+use crate::observe::telemetry::StageSpan;
 use crate::protocol::digest::digest;
 use crate::protocol::jsonrpc::{
     self, INVALID_PARAMS, LIMIT_EXCEEDED, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE, is_final,
@@ -47,13 +48,26 @@ pub(super) async fn run(
     params: Option<Value>,
 ) -> Stage<Reply> {
     let mut req = Request { id, method, params, item: None, params_hash: None };
-    let def = validate(&call, &mut req)?;
-    authorize(&call, &mut req)?;
-    rate(&call, &req).await?;
+    // Each stage is a child span of the request's (ended when it returns).
+    let def = staged(call.span.stage("validate"), validate(&call, &mut req))?;
+    staged(call.span.stage("authorize"), authorize(&call, &mut req))?;
+    staged(call.span.stage("rate"), rate(&call, &req).await)?;
     req.params_hash = req.params.as_ref().filter(|_| call.gw.observe.audit.enabled()).map(digest);
-    let approval = tool_gate(&call, &mut req).await?;
-    let permits = permits(&call, &req.id)?;
+    let approval = if req.method == "tools/call" {
+        staged(call.span.stage("tool_gate"), tool_gate(&call, &mut req).await)?
+    } else {
+        None
+    };
+    let permits = staged(call.span.stage("permits"), permits(&call, &req.id))?;
     route(call, req, def, approval, permits).await
+}
+
+/// A stage's result, its span marked when the stage refused.
+fn staged<T>(mut span: StageSpan, r: Stage<T>) -> Stage<T> {
+    if r.is_err() {
+        span.fail("refused");
+    }
+    r
 }
 
 /// Drops top-level members a revision does not define (lenient mode).
@@ -69,7 +83,8 @@ fn strip_unknown(params: &mut Value, m: &Method, rev: Rev) {
 fn validate(call: &Call, req: &mut Request) -> Stage<&'static Method> {
     let (rev, method) = (call.rev, req.method.as_str());
     let Some(def) = schema::method(method, Direction::ClientToServer, rev) else {
-        call.gw.observe.metrics.count(method, "unknown_method");
+        // Not the client's string: label values stay bounded.
+        call.count("unknown", None, "unknown_method", None);
         call.event(Kind::ValidationFailure, &format!("{method}: not a method of {}", rev.as_str()));
         return Err(err(&req.id, METHOD_NOT_FOUND, format!("Method not found: {method}")));
     };
@@ -88,7 +103,7 @@ fn validate(call: &Call, req: &mut Request) -> Stage<&'static Method> {
             call.event(Kind::ValidationFailure, &format!("{method}: unknown fields dropped: {e}"));
         } else {
             call.event(Kind::ValidationFailure, &format!("{method}: {e}"));
-            call.gw.observe.metrics.count(method, "invalid");
+            call.count(def.name, None, "invalid", None);
             if call.strict()
                 && let Some(s) = &call.session
             {
@@ -135,7 +150,7 @@ fn authorize(call: &Call, req: &mut Request) -> Stage<()> {
     let method = req.method.as_str();
     if !call.gw.authz.method_allowed(&call.principal, method) {
         call.event(Kind::PolicyBlock, &format!("method {method} not granted"));
-        call.gw.observe.metrics.count(method, "denied");
+        call.count(method, None, "denied", None);
         return Err(err(&req.id, METHOD_NOT_FOUND, format!("Method not found: {method}")));
     }
     let item = item_of(method, req.params.as_ref());
@@ -144,7 +159,8 @@ fn authorize(call: &Call, req: &mut Request) -> Stage<()> {
         && !call.gw.authz.item_allowed(&call.principal, kind, &name)
     {
         call.event(Kind::PolicyBlock, &format!("{method} {name} not granted"));
-        call.gw.observe.metrics.count(method, "denied");
+        let tool = (kind == ItemKind::Tool).then_some(name.as_str());
+        call.count(method, tool, "denied", None);
         return Err(not_found(&req.id, kind, &name));
     }
     Ok(())
@@ -202,7 +218,8 @@ async fn tool_gate(call: &Call, req: &mut Request) -> Stage<Option<Plan>> {
         }
         Err(r) => {
             call.event(r.kind, &r.reason);
-            call.gw.observe.metrics.count(&req.method, "denied");
+            let tool = req.params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str);
+            call.count(&req.method, tool, "denied", None);
             record("deny", &r.reason);
             Err(Reply::Final(r.response))
         }
@@ -274,14 +291,17 @@ async fn route(
         }
         translate::strip_envelope(&mut req.params);
     }
-    // W3C trace context travels in _meta (an extension point) to the server.
+    // W3C trace context travels in _meta (an extension point) to the server: the upstream
+    // span's, when spans are exported.
+    let upstream_span = call.span.upstream();
+    let traceparent = upstream_span.traceparent().unwrap_or_else(|| call.trace.child().header());
     if let Some(p) = req.params.as_mut().and_then(Value::as_object_mut) {
         let meta = p.entry("_meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {
-            m.entry("traceparent").or_insert_with(|| Value::String(call.trace.child().header()));
+            m.entry("traceparent").or_insert_with(|| Value::String(traceparent));
         }
     } else if !translate && rev >= R2025_06 {
-        req.params = Some(json!({"_meta": {"traceparent": call.trace.child().header()}}));
+        req.params = Some(json!({"_meta": {"traceparent": traceparent}}));
     }
 
     let mut exchange =
@@ -297,6 +317,7 @@ async fn route(
         timeout
     };
     let r = Relay {
+        _upstream_span: upstream_span,
         def,
         tool: (req.method == "tools/call").then(|| req.item.clone()).flatten(),
         method: req.method,

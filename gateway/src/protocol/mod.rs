@@ -7,6 +7,7 @@ pub mod headers;
 pub mod jsonrpc;
 pub mod revision;
 pub mod schema;
+pub mod screening;
 pub mod sse;
 pub mod tool;
 pub mod translate;

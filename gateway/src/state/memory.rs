@@ -226,6 +226,13 @@ impl ToolStore for Tools {
         self.tools.lock().ok().and_then(|m| m.get(name).cloned())
     }
 
+    fn all(&self) -> Vec<Arc<Tool>> {
+        let mut all: Vec<Arc<Tool>> =
+            self.tools.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
     fn len(&self) -> usize {
         self.tools.lock().map(|m| m.len()).unwrap_or(0)
     }

@@ -134,6 +134,8 @@ pub trait SessionStore: Send + Sync {
 pub trait ToolStore: Send + Sync {
     fn learn(&self, tools: &[Value]);
     fn get(&self, name: &str) -> Option<Arc<Tool>>;
+    /// Every definition known, by name.
+    fn all(&self) -> Vec<Arc<Tool>>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -248,16 +248,10 @@ async fn stateless_post(
             Some(json!({"supported": supported, "requested": header_version})),
         );
     }
-    let call = Arc::new(Call {
-        gw: gw.clone(),
-        cfg: gw.config(),
-        rev,
-        principal,
-        trace: trace.clone(),
-        session: None,
-    });
+    let call = Arc::new(Call::new(gw.clone(), rev, principal, &trace, None, &method));
+    let request_id = call.request_id();
     let reply = pipeline::request(call, id, method, params).await;
-    encode::reply(reply, h, true, vec![("x-request-id", trace.request_id())]).await
+    encode::reply(reply, h, true, vec![("x-request-id", request_id)]).await
 }
 
 /// The session era over Streamable HTTP: `initialize` opens a session, everything else

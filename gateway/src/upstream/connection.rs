@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::UpstreamError;
+use super::credentials::Identity;
 use super::pipe::{Arrival, Incoming, Pipe};
 use crate::protocol::jsonrpc::{Message, is_final};
 use crate::protocol::revision::Rev;
@@ -42,6 +43,8 @@ pub struct Connection {
     routing: Arc<Mutex<Routing>>,
     next: AtomicU64,
     pub rev: Rev,
+    /// Who the connection speaks for (`upstreamAuth`), when the gateway sends credentials.
+    identity: Option<Arc<Identity>>,
 }
 
 /// Messages belonging to one request: progress notifications, then the response (with the
@@ -103,10 +106,25 @@ impl Drop for Exchange {
 }
 
 impl Connection {
-    pub fn new(pipe: Pipe, mut incoming: Incoming, rev: Rev) -> Arc<Connection> {
+    /// Who this connection speaks for, when the gateway sends credentials to the server.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
+    }
+
+    pub fn new(
+        pipe: Pipe,
+        mut incoming: Incoming,
+        rev: Rev,
+        identity: Option<Arc<Identity>>,
+    ) -> Arc<Connection> {
         let routing = Arc::new(Mutex::new(Routing::default()));
-        let connection =
-            Arc::new(Connection { pipe, routing: routing.clone(), next: AtomicU64::new(1), rev });
+        let connection = Arc::new(Connection {
+            pipe,
+            routing: routing.clone(),
+            next: AtomicU64::new(1),
+            rev,
+            identity,
+        });
         tokio::spawn(async move {
             while let Some(item) = incoming.recv().await {
                 match item {

@@ -1,12 +1,16 @@
 //! Connections to the MCP server: a message pipe per transport (stdio bridge socket,
-//! Streamable HTTP, legacy HTTP+SSE), request/response correlation on top of it, and the
-//! start-up handshake probe.
+//! Streamable HTTP, legacy HTTP+SSE), request/response correlation on top of it, the
+//! credentials the gateway presents to the server, and the start-up handshake probe.
 
 pub mod connection;
+pub mod credentials;
 pub mod pipe;
 pub mod probe;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use credentials::{Credentials, Identity, SubjectToken};
 
 pub use connection::{Connection, Exchange};
 pub use pipe::Pipe;
@@ -23,6 +27,8 @@ pub enum UpstreamError {
     Malformed(String),
     #[error("the server's message exceeded {0} bytes")]
     TooLarge(usize),
+    #[error("the gateway could not obtain a credential for the server ({0})")]
+    Credentials(String),
 }
 
 /// How to reach the server.
@@ -45,10 +51,11 @@ pub struct Bounds {
 pub struct Connector {
     target: Target,
     client: reqwest::Client,
+    credentials: Option<Arc<Credentials>>,
 }
 
 impl Connector {
-    pub fn new(target: Target) -> Connector {
+    pub fn new(target: Target, credentials: Option<Credentials>) -> Connector {
         // Loopback only: the server runs in the same pod. The provider must exist before any
         // rustls-backed client is built, whichever binary or test builds it first.
         palisade_https::install_crypto_provider();
@@ -61,19 +68,33 @@ impl Connector {
             .pool_idle_timeout(Duration::from_secs(3))
             .build()
             .unwrap_or_default();
-        Connector { target, client }
+        Connector { target, client, credentials: credentials.map(Arc::new) }
+    }
+
+    /// Whether each user's traffic needs a connection of its own (a per-user credential).
+    pub fn per_user(&self) -> bool {
+        self.credentials.as_ref().is_some_and(|c| c.per_user())
+    }
+
+    /// The identity for a connection made for `subject` (`None`: the gateway's own).
+    pub fn identity(&self, subject: Option<SubjectToken>) -> Option<Arc<Identity>> {
+        self.credentials.as_ref().map(|c| Identity::new(c.clone(), subject))
     }
 
     pub fn target(&self) -> &Target {
         &self.target
     }
 
-    /// A new pipe to the server and the stream of what it sends.
-    pub async fn connect(&self, bounds: Bounds) -> Result<(Pipe, pipe::Incoming), UpstreamError> {
+    /// A new pipe to the server and the stream of what it sends, speaking for `identity`.
+    pub async fn connect(
+        &self,
+        bounds: Bounds,
+        identity: Option<Arc<Identity>>,
+    ) -> Result<(Pipe, pipe::Incoming), UpstreamError> {
         match &self.target {
             Target::Stdio { socket } => Pipe::stdio(socket, bounds).await,
-            Target::Http { url } => Pipe::streamable_http(&self.client, url, bounds),
-            Target::Sse { url } => Pipe::legacy_sse(&self.client, url, bounds).await,
+            Target::Http { url } => Pipe::streamable_http(&self.client, url, bounds, identity),
+            Target::Sse { url } => Pipe::legacy_sse(&self.client, url, bounds, identity).await,
         }
     }
 
@@ -82,8 +103,9 @@ impl Connector {
         &self,
         bounds: Bounds,
         rev: crate::protocol::revision::Rev,
+        identity: Option<Arc<Identity>>,
     ) -> Result<std::sync::Arc<Connection>, UpstreamError> {
-        let (pipe, incoming) = self.connect(bounds).await?;
-        Ok(Connection::new(pipe, incoming, rev))
+        let (pipe, incoming) = self.connect(bounds, identity.clone()).await?;
+        Ok(Connection::new(pipe, incoming, rev, identity))
     }
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::credentials::Identity;
 use super::{Bounds, UpstreamError};
 use crate::protocol::revision::Rev;
 use crate::protocol::sse;
@@ -31,6 +32,17 @@ impl Arrival {
 
 pub type Incoming = mpsc::Receiver<Result<Arrival, UpstreamError>>;
 
+/// `req` with the credential of `identity`, if any; without it nothing is sent.
+async fn authorized(
+    req: reqwest::RequestBuilder,
+    identity: Option<&Identity>,
+) -> Result<reqwest::RequestBuilder, UpstreamError> {
+    let Some(identity) = identity else { return Ok(req) };
+    let (name, value) =
+        identity.header().await.map_err(|e| UpstreamError::Credentials(e.to_string()))?;
+    Ok(req.header(name, value))
+}
+
 /// Headers the gateway sets on HTTP requests to the server.
 #[derive(Debug, Clone, Default)]
 struct HttpState {
@@ -42,6 +54,8 @@ struct HttpState {
 pub struct HttpPipe {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// Who the requests speak for (`upstreamAuth`); `None`: no credential is sent.
+    identity: Option<Arc<Identity>>,
     state: Arc<Mutex<HttpState>>,
     incoming: mpsc::Sender<Result<Arrival, UpstreamError>>,
     bounds: Bounds,
@@ -135,6 +149,7 @@ impl Pipe {
         client: &reqwest::Client,
         url: &str,
         bounds: Bounds,
+        identity: Option<Arc<Identity>>,
     ) -> Result<(Pipe, Incoming), UpstreamError> {
         let url =
             reqwest::Url::parse(url).map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
@@ -142,6 +157,7 @@ impl Pipe {
         let http = HttpPipe {
             client: client.clone(),
             url,
+            identity,
             state: Arc::new(Mutex::new(HttpState::default())),
             incoming,
             bounds,
@@ -153,10 +169,11 @@ impl Pipe {
         client: &reqwest::Client,
         url: &str,
         bounds: Bounds,
+        identity: Option<Arc<Identity>>,
     ) -> Result<(Pipe, Incoming), UpstreamError> {
-        let resp = client
-            .get(url)
-            .header("accept", "text/event-stream")
+        let get = client.get(url).header("accept", "text/event-stream");
+        let resp = authorized(get, identity.as_deref())
+            .await?
             .send()
             .await
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
@@ -210,7 +227,12 @@ impl Pipe {
         tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
                 // Answers arrive on the event stream; the POST only acknowledges.
-                let _ = c.post(&endpoint).json(&msg).send().await;
+                match authorized(c.post(&endpoint).json(&msg), identity.as_deref()).await {
+                    Ok(req) => {
+                        let _ = req.send().await;
+                    }
+                    Err(e) => debug!(error = %e, "no credential for a message to the server"),
+                }
             }
         });
         Ok((Pipe::Sse { out: out_tx }, in_rx))
@@ -251,7 +273,9 @@ impl Pipe {
                 if let Some(v) = version {
                     req = req.header("mcp-protocol-version", v);
                 }
-                let _ = req.send().await;
+                if let Ok(req) = authorized(req, h.identity.as_deref()).await {
+                    let _ = req.send().await;
+                }
             }
         }
     }
@@ -274,6 +298,7 @@ impl Pipe {
             if let Some(v) = version {
                 req = req.header("mcp-protocol-version", v);
             }
+            let Ok(req) = authorized(req, h.identity.as_deref()).await else { return };
             let Ok(resp) = req.send().await else { return };
             if !resp.status().is_success() {
                 return; // 405: the server has no such stream
@@ -350,6 +375,10 @@ async fn post(h: &HttpPipe, msg: Value) {
             req = req.header(k, v);
         }
     }
+    let req = match authorized(req, h.identity.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => return fail(e).await,
+    };
     let resp = match req.json(&msg).send().await {
         Ok(r) => r,
         Err(e) => return fail(UpstreamError::Unreachable(e.to_string())).await,

@@ -52,6 +52,13 @@ impl Probe<'_> {
         let timeout =
             Duration::from_secs(u64::from(self.cfg.limits.request_timeout_seconds.min(15)));
         let mut info = ServerInfo { checked_at: Some(SystemTime::now()), ..ServerInfo::default() };
+        // Without its credential the gateway sends the server nothing (and is not ready).
+        if let Some(identity) = self.connector.identity(None)
+            && let Err(e) = identity.header().await
+        {
+            info.last_error = Some(UpstreamError::Credentials(e.to_string()).to_string());
+            return info;
+        }
         let allowed = allowed(self.cfg);
         // Stateless first (Streamable HTTP and stdio can both carry it).
         if !matches!(self.connector.target(), Target::Sse { .. })
@@ -117,7 +124,8 @@ impl Probe<'_> {
         &self,
         timeout: Duration,
     ) -> Result<Option<(Value, Option<Value>, Option<String>, Option<usize>)>, UpstreamError> {
-        let session = self.connector.open(self.bounds, R2026).await?;
+        let session =
+            self.connector.open(self.bounds, R2026, self.connector.identity(None)).await?;
         session.pipe().set_protocol_version(R2026.as_str());
         let meta = json!({"io.modelcontextprotocol/protocolVersion": R2026.as_str(), "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "palisade-gateway", "version": env!("CARGO_PKG_VERSION")}});
         let resp = session.call("server/discover", Some(json!({"_meta": meta})), timeout).await?;
@@ -150,7 +158,7 @@ impl Probe<'_> {
         rev: Rev,
         timeout: Duration,
     ) -> Result<(Rev, Value, Option<usize>), UpstreamError> {
-        let session = self.connector.open(self.bounds, rev).await?;
+        let session = self.connector.open(self.bounds, rev, self.connector.identity(None)).await?;
         let init = session.call("initialize", Some(gateway_initialize(rev)), timeout).await?;
         let result = init
             .get("result")

@@ -45,6 +45,13 @@ pub fn everything() -> String {
         .to_string()
 }
 
+pub fn filesystem() -> String {
+    peers()
+        .join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
+        .display()
+        .to_string()
+}
+
 /// A loopback port nothing listens on, below the kernel's ephemeral range (32768 and up), so
 /// that no outgoing connection of a parallel test takes it before its server binds it; a
 /// port is handed out once per test process.

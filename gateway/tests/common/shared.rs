@@ -11,12 +11,22 @@ use super::{Proc, free_port, repo, scratch, spawn};
 
 /// A Debian tool's cached path; the test fails when it has not been fetched.
 pub fn debian_tool(name: &str) -> PathBuf {
+    cached_tool(name, "debs")
+}
+
+/// An upstream tool's cached path (`e2e/tools path NAME`); the test fails when it is not built
+/// (`e2e/tools build TARGET`, part of `make tools`).
+pub fn cached_tool(name: &str, target: &str) -> PathBuf {
     let out = std::process::Command::new(repo().join("e2e/tools"))
         .args(["path", name])
         .output()
         .expect("e2e/tools runs");
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(path.is_file(), "{name} is missing at {}: run `e2e/tools build debs`", path.display());
+    assert!(
+        path.is_file(),
+        "{name} is missing at {}: run `e2e/tools build {target}` (make tools)",
+        path.display()
+    );
     path
 }
 

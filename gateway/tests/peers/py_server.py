@@ -4,6 +4,9 @@ usage: py_server.py stdio | py_server.py http PORT | py_server.py sse PORT
   (sse: the legacy HTTP+SSE transport; the python-mcp image of e2e/server-images runs it so)
 """
 import asyncio
+import base64
+import hashlib
+import json
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -76,6 +79,23 @@ def show_auth(ctx: Context) -> str:
     """The Authorization header this server received (the gateway must never pass one on)."""
     headers = ctx.headers or {}
     return headers.get("authorization", "none")
+
+
+@mcp.tool()
+def show_auth_claims(ctx: Context) -> str:
+    """What the bearer token this server received says (its claims, unverified) and its
+    SHA-256: the token itself would be redacted on the way back."""
+    header = (ctx.headers or {}).get("authorization", "")
+    if not header.startswith("Bearer "):
+        return json.dumps({"scheme": header.split(" ")[0] if header else "none"})
+    token = header[len("Bearer "):]
+    payload = token.split(".")[1] if token.count(".") == 2 else ""
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        claims = {}
+    keep = {k: claims[k] for k in ("sub", "aud", "act", "scope") if k in claims}
+    return json.dumps({"sha256": hashlib.sha256(token.encode()).hexdigest(), "claims": keep})
 
 
 @mcp.tool()
