@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::UpstreamError;
 use super::credentials::Identity;
@@ -25,6 +25,8 @@ type Sink = mpsc::Sender<Value>;
 struct Routing {
     /// Upstream request id -> (client's id, sink).
     pending: HashMap<String, (Value, Sink)>,
+    /// How many requests this connection sent (their ids are `pg-0` .. `pg-<issued - 1>`).
+    issued: u64,
     /// Upstream progress token -> (client's token, sink).
     progress: HashMap<String, (Value, Sink)>,
     /// Where server-initiated messages go (notifications without a token, server requests).
@@ -185,6 +187,7 @@ impl Connection {
                 r.progress.insert(key(&ours), (theirs, tx.clone()));
             }
             r.pending.insert(key(&upstream_id), (client_id, tx));
+            r.issued = r.issued.max(n + 1);
         }
         let msg = Message::Request { id: upstream_id.clone(), method: method.to_string(), params }
             .to_value();
@@ -251,6 +254,14 @@ impl Connection {
 /// The stateless revision's subscription notifications name the request that opened them.
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
+/// Whether `id` is one this connection gave a request it sent (`pg-N`, N below `issued`).
+fn sent_earlier(id: &Value, issued: u64) -> bool {
+    id.as_str()
+        .and_then(|s| s.strip_prefix("pg-"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n < issued)
+}
+
 async fn dispatch(routing: &Mutex<Routing>, arrival: Arrival) {
     let Arrival { msg: mut v, on_stream_of } = arrival;
     let id = v.get("id").filter(|i| !i.is_null()).cloned();
@@ -262,6 +273,11 @@ async fn dispatch(routing: &Mutex<Routing>, arrival: Arrival) {
                 Some((client_id, sink)) => {
                     v["id"] = client_id;
                     Some(sink)
+                }
+                None if id.as_ref().is_some_and(|i| sent_earlier(i, r.issued)) => {
+                    // Its request timed out, was cancelled, or its client went away.
+                    debug!("a late answer to a request the gateway no longer waits for; dropped");
+                    None
                 }
                 None => {
                     warn!("the server answered a request the gateway never sent; dropped");
@@ -314,5 +330,22 @@ fn close_all(routing: &Mutex<Routing>, e: UpstreamError) {
         }
         r.progress.clear();
         r.closed = Some(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_late_answer_is_told_apart_from_one_never_asked_for() {
+        // Requests pg-0 .. pg-4 were sent.
+        assert!(sent_earlier(&json!("pg-0"), 5));
+        assert!(sent_earlier(&json!("pg-4"), 5));
+        assert!(!sent_earlier(&json!("pg-5"), 5));
+        assert!(!sent_earlier(&json!(3), 5));
+        assert!(!sent_earlier(&json!("client-3"), 5));
+        assert!(!sent_earlier(&json!("pg-x"), 5));
     }
 }
