@@ -80,14 +80,19 @@ impl Call {
         session: Option<Arc<ClientSession>>,
         method: &str,
     ) -> Call {
-        // Span names and attributes never carry a client's string: unknown methods are "unknown".
-        let known = crate::protocol::schema::method(
-            method,
-            crate::protocol::schema::Direction::ClientToServer,
-            rev,
-        )
-        .map_or("unknown", |m| m.name);
-        let (span, trace) = gw.observe.request_span(trace, known);
+        let (span, trace) = match &gw.observe.telemetry {
+            // Span names never carry a client's string: unknown methods are "unknown".
+            Some(_) => {
+                let known = crate::protocol::schema::method(
+                    method,
+                    crate::protocol::schema::Direction::ClientToServer,
+                    rev,
+                )
+                .map_or("unknown", |m| m.name);
+                gw.observe.request_span(trace, known)
+            }
+            None => (RequestSpan::none(), trace.clone()),
+        };
         if span.enabled() {
             span.set("mcp.protocol.version", rev.as_str().to_string());
             span.set("palisade.principal_class", gw.authz.class_of(&principal));
@@ -100,17 +105,18 @@ impl Call {
         self.trace.request_id()
     }
 
-    /// Counts this request in the metrics: `tool` only as a name the server listed (bounded
-    /// label values), the principal by class.
+    /// A tool name fit for a metric label: one the server listed, else `other` (label values
+    /// stay bounded whatever clients send).
+    pub fn listed<'a>(&self, tool: Option<&'a str>) -> Option<&'a str> {
+        tool.map(|t| if self.gw.state.tools.get(t).is_some() { t } else { "other" })
+    }
+
+    /// Counts this request in the metrics: `tool` must be a name the server listed (a call
+    /// that passed the tool gate, or [`Call::listed`]), the principal by class.
     pub fn count(&self, method: &str, tool: Option<&str>, outcome: &str, took: Option<Duration>) {
-        let tool = match tool {
-            Some(t) if self.gw.state.tools.get(t).is_some() => t.to_string(),
-            Some(_) => "other".to_string(),
-            None => String::new(),
-        };
         let label = RequestLabel {
             method: method.to_string(),
-            tool,
+            tool: tool.unwrap_or_default().to_string(),
             principal_class: self.gw.authz.class_of(&self.principal),
             outcome: outcome.to_string(),
         };

@@ -159,7 +159,7 @@ fn authorize(call: &Call, req: &mut Request) -> Stage<()> {
         && !call.gw.authz.item_allowed(&call.principal, kind, &name)
     {
         call.event(Kind::PolicyBlock, &format!("{method} {name} not granted"));
-        let tool = (kind == ItemKind::Tool).then_some(name.as_str());
+        let tool = call.listed((kind == ItemKind::Tool).then_some(name.as_str()));
         call.count(method, tool, "denied", None);
         return Err(not_found(&req.id, kind, &name));
     }
@@ -218,7 +218,8 @@ async fn tool_gate(call: &Call, req: &mut Request) -> Stage<Option<Plan>> {
         }
         Err(r) => {
             call.event(r.kind, &r.reason);
-            let tool = req.params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str);
+            let tool = call
+                .listed(req.params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str));
             call.count(&req.method, tool, "denied", None);
             record("deny", &r.reason);
             Err(Reply::Final(r.response))
