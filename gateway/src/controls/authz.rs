@@ -61,6 +61,11 @@ const LIFECYCLE: &[&str] = &[
     "notifications/roots/list_changed",
 ];
 
+/// Whether one of the role's subject matches names the principal.
+fn holds(p: &Principal, r: &Role) -> bool {
+    r.subjects.iter().any(|s| p.claim_matches(&s.claim, &s.values))
+}
+
 pub struct Authorizer {
     roles: RwLock<Vec<Role>>,
 }
@@ -79,20 +84,13 @@ impl Authorizer {
     /// The roles a principal holds.
     pub fn roles_of(&self, p: &Principal) -> Vec<Role> {
         let roles = self.roles.read().map(|r| r.clone()).unwrap_or_default();
-        roles
-            .into_iter()
-            .filter(|r| r.subjects.iter().any(|s| p.claim_matches(&s.claim, &s.values)))
-            .collect()
+        roles.into_iter().filter(|r| holds(p, r)).collect()
     }
 
     /// The principal's class for metrics: the first role that matches it (`none` without one).
     pub fn class_of(&self, p: &Principal) -> String {
         let Ok(roles) = self.roles.read() else { return "none".into() };
-        roles
-            .iter()
-            .find(|r| r.subjects.iter().any(|s| p.claim_matches(&s.claim, &s.values)))
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| "none".into())
+        roles.iter().find(|r| holds(p, r)).map_or_else(|| "none".into(), |r| r.name.clone())
     }
 
     /// Whether the principal holds a role that may approve plans of mutating tools.
