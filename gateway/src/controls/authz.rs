@@ -81,10 +81,10 @@ impl Authorizer {
         }
     }
 
-    /// The roles a principal holds.
-    pub fn roles_of(&self, p: &Principal) -> Vec<Role> {
-        let roles = self.roles.read().map(|r| r.clone()).unwrap_or_default();
-        roles.into_iter().filter(|r| holds(p, r)).collect()
+    /// Whether some role the principal holds satisfies `f` (read under the lock, nothing
+    /// copied: this runs several times per request and once per listed item).
+    fn any_role(&self, p: &Principal, f: impl Fn(&Role) -> bool) -> bool {
+        self.roles.read().is_ok_and(|roles| roles.iter().any(|r| holds(p, r) && f(r)))
     }
 
     /// The principal's class for metrics: the first role that matches it (`none` without one).
@@ -95,17 +95,17 @@ impl Authorizer {
 
     /// Whether the principal holds a role that may approve plans of mutating tools.
     pub fn is_approver(&self, p: &Principal) -> bool {
-        self.roles_of(p).iter().any(|r| r.approver)
+        self.any_role(p, |r| r.approver)
     }
 
     /// Deny by default: a method is allowed when some role of the principal grants it.
     pub fn method_allowed(&self, p: &Principal, method: &str) -> bool {
-        LIFECYCLE.contains(&method) || self.roles_of(p).iter().any(|r| r.allows_method(method))
+        LIFECYCLE.contains(&method) || self.any_role(p, |r| r.allows_method(method))
     }
 
     /// Whether the principal may use the named tool, resource or prompt.
     pub fn item_allowed(&self, p: &Principal, kind: ItemKind, name: &str) -> bool {
-        self.roles_of(p).iter().any(|r| {
+        self.any_role(p, |r| {
             let grants = match kind {
                 ItemKind::Tool => &r.tools,
                 ItemKind::Resource => &r.resources,
