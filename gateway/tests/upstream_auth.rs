@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 
 const UPSTREAM_AUDIENCE: &str = "https://api.test.example";
 
-/// A gateway with OIDC in front of the Python SDK server, sending `upstream_auth`.
-async fn gateway_with(idp: &Idp, server_url: &str, upstream_auth: Value) -> Gw {
+/// The config of a gateway with OIDC in front of the Python SDK server, sending
+/// `upstream_auth`.
+fn config_with(idp: &Idp, server_url: &str, upstream_auth: Value) -> Value {
     let mut cfg = config_allowing_unlisted(
         json!({"kind": "http", "url": server_url, "sse": false}),
         &["2025-11-25", "2026-07-28"],
@@ -30,7 +31,12 @@ async fn gateway_with(idp: &Idp, server_url: &str, upstream_auth: Value) -> Gw {
         "subjects": [{"claim": "sub", "values": ["alice", "bob"]}],
         "methods": ["**"], "tools": ["*"], "resources": ["**"], "prompts": ["*"]}]});
     cfg["upstreamAuth"] = upstream_auth;
-    gateway(cfg).await
+    cfg
+}
+
+/// That gateway, once ready.
+async fn gateway_with(idp: &Idp, server_url: &str, upstream_auth: Value) -> Gw {
+    gateway(config_with(idp, server_url, upstream_auth)).await
 }
 
 fn secret_file(name: &str, content: &str) -> PathBuf {
@@ -151,15 +157,7 @@ async fn without_a_credential_nothing_is_forwarded() {
     // A gateway whose client secret the token endpoint does not accept: even its handshake
     // gets no token, so it never becomes ready (fail closed); its admin status says why.
     let wrong = secret_file("wrong-secret", "not-the-secret");
-    let mut cfg = config_allowing_unlisted(
-        json!({"kind": "http", "url": url, "sse": false}),
-        &["2025-11-25", "2026-07-28"],
-    );
-    cfg["auth"] = json!({
-        "oidc": {"issuer": idp.issuer, "audience": AUDIENCE, "requiredScopes": [SCOPE]},
-        "oidcCaFile": idp.ca_file,
-    });
-    cfg["upstreamAuth"] = exchange(&idp, &wrong);
+    let cfg = config_with(&idp, &url, exchange(&idp, &wrong));
     let admin = cfg["listen"]["adminAddress"].as_str().unwrap().to_string();
     let path = scratch("no-credential").join("gateway.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
