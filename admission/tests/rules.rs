@@ -200,7 +200,7 @@ fn rendered_workloads_pass_workload_admission() {
         let opts = palisade_render::RenderOptions::default();
         let r = palisade_render::render(&s, &opts).unwrap();
         let mut value = serde_json::to_value(&r.deployment).unwrap();
-        let digest = r.image.split('@').nth(1).unwrap().to_string();
+        let digest = r.image.as_deref().unwrap_or_default().split('@').nth(1).unwrap().to_string();
         let expect = workload::Expectations {
             verified_digest: Some(digest),
             gateway_image: Some(opts.gateway_image.clone()),
@@ -327,4 +327,80 @@ fn replicas_with_approvals_share_a_store_named_exactly() {
         store("rediss://169.254.169.254:6380", serde_json::json!({"cidr": "169.254.169.254/32"}))
             .has("baseline.metadataEgress", cidr)
     );
+}
+
+#[test]
+fn remote_servers_meet_the_policies_that_cannot_check_an_image() {
+    let s = example("remote-https.yaml");
+    let host = "mcp.tickets.example.com";
+    assert!(mcpserver::review(&s, &[]).allowed(), "{}", mcpserver::review(&s, &[]).message());
+
+    // Signed images required: no image to verify, so only a listed host is accepted.
+    let mut signed = MCPPolicySpec::default();
+    signed.signature.required = true;
+    let v = mcpserver::review(&s, &[&policy_named("signed", signed.clone())]);
+    assert!(v.has("policy.remote", "spec.remote.url"), "{}", v.message());
+    assert!(!v.has("policy.signature", "spec.signature"), "no image, no signature finding");
+    signed.remote.allowed_hosts = vec!["*.tickets.example.com".into()];
+    let v = mcpserver::review(&s, &[&policy_named("signed", signed.clone())]);
+    assert!(v.allowed(), "{}", v.message());
+    // A wildcard covers one label, not deeper names nor the zone itself.
+    signed.remote.allowed_hosts = vec!["*.example.com".into()];
+    let v = mcpserver::review(&s, &[&policy_named("signed", signed.clone())]);
+    assert!(v.has("policy.remote", "spec.remote.url"), "{}", v.message());
+    // An SBOM requirement is the same.
+    let mut sbom = MCPPolicySpec::default();
+    sbom.supply_chain.require_sbom = true;
+    let v = mcpserver::review(&s, &[&policy_named("sbom", sbom)]);
+    assert!(v.has("policy.remote", "spec.remote.url"), "{}", v.message());
+
+    // A host list binds even without signature requirements; every policy must list the host.
+    let mut listed = MCPPolicySpec::default();
+    listed.remote.allowed_hosts = vec![host.into()];
+    let mut other = MCPPolicySpec::default();
+    other.remote.allowed_hosts = vec!["mcp.other.example.com".into()];
+    let (listed, other) = (policy_named("listed", listed), policy_named("other", other));
+    assert!(mcpserver::review(&s, &[&listed]).allowed());
+    assert!(mcpserver::review(&s, &[&listed, &other]).has("policy.remote", "spec.remote.url"));
+
+    // A DNS name without a peer where the CNI cannot enforce names.
+    let mut no_names = MCPPolicySpec::default();
+    no_names.egress.deny_host_rules = true;
+    let no_names = policy_named("no-names", no_names);
+    let v = mcpserver::review(&s, &[&no_names]);
+    assert!(!v.has("policy.hostEgress", "spec.remote.peer"), "the peer is a CIDR");
+    let mut by_name = s.clone();
+    by_name.spec.remote.as_mut().unwrap().peer = None;
+    let v = mcpserver::review(&by_name, &[]);
+    assert!(
+        v.allowed() && v.warnings.iter().any(|w| w.contains("NetworkPolicy cannot name hosts"))
+    );
+    assert!(mcpserver::review(&by_name, &[&no_names]).has("policy.hostEgress", "spec.remote.peer"));
+
+    // Internal names need a peer (then NetworkPolicy bounds where they lead) or an allowance.
+    let mut internal = by_name.clone();
+    internal.spec.remote.as_mut().unwrap().url =
+        "https://tickets.tools.svc.cluster.local/mcp".into();
+    assert!(mcpserver::review(&internal, &[]).has("baseline.internalHost", "spec.remote.url"));
+    internal.spec.remote.as_mut().unwrap().peer = s.spec.remote.as_ref().unwrap().peer.clone();
+    assert!(mcpserver::review(&internal, &[]).allowed());
+
+    // Addresses the gateway's pod must never be sent to, and URLs that carry credentials.
+    for (url, rule) in [
+        ("https://169.254.169.254/mcp", "baseline.metadataEgress"),
+        ("https://[fd00:ec2::254]/mcp", "baseline.metadataEgress"),
+        ("https://127.0.0.1:9090/mcp", "baseline.remote"),
+        ("https://[fe80::1]/mcp", "baseline.remote"),
+        ("https://user:secret@mcp.tickets.example.com/mcp", "baseline.remote"),
+        ("http://mcp.tickets.example.com/mcp", "baseline.remote"),
+    ] {
+        let mut bad = s.clone();
+        bad.spec.remote.as_mut().unwrap().url = url.into();
+        let v = mcpserver::review(&bad, &[]);
+        assert!(v.has(rule, "spec.remote.url"), "{url}: {}", v.message());
+    }
+    let mut metadata_peer = s.clone();
+    metadata_peer.spec.remote.as_mut().unwrap().peer.as_mut().unwrap().cidr =
+        Some("169.254.169.254/32".into());
+    assert!(!mcpserver::review(&metadata_peer, &[]).allowed());
 }

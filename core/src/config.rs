@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AuthMode, CertPrincipal, Limits, OidcAuth, ProtocolSpec, Role, Sandbox, ToolDefaults,
+    AuthMode, CertPrincipal, Limits, Naming, OidcAuth, ProtocolSpec, Role, Sandbox, ToolDefaults,
     ToolPolicy,
 };
 
@@ -160,6 +160,44 @@ pub fn parse_store_url(url: &str) -> Result<StoreUrl, String> {
     Ok(StoreUrl { tls, host, port, has_password })
 }
 
+/// The parts of a remote server's URL that admission and rendering look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUrl {
+    /// Lower case; an IPv6 address without brackets.
+    pub host: String,
+    pub port: u16,
+    /// The host, when it is an address.
+    pub address: Option<std::net::IpAddr>,
+}
+
+/// Reads `https://host[:port][/path]`: no credentials in the URL, port 443 by default.
+pub fn parse_remote_url(url: &str) -> Result<RemoteUrl, String> {
+    let rest = url.strip_prefix("https://").ok_or("must start with https://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("carries credentials; give them with spec.upstreamAuth".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        (h.to_string(), p.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err("names no host".into());
+    }
+    let port = match port {
+        None => 443,
+        Some(p) => p.parse().ok().filter(|p| *p > 0).ok_or("has a port that is not 1-65535")?,
+    };
+    let host = host.to_ascii_lowercase();
+    let address = host.parse().ok();
+    Ok(RemoteUrl { host, port, address })
+}
+
 /// Which MCPServer this gateway fronts (for logs, audit records and metrics labels).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -199,12 +237,43 @@ pub struct TlsFiles {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Upstream {
-    /// Streamable HTTP (or legacy HTTP+SSE when `sse`) on the pod's loopback.
+    /// Streamable HTTP (or legacy HTTP+SSE when `sse`): on the pod's loopback for a server
+    /// Palisade runs, or an `https` URL for a remote server.
     #[serde(rename_all = "camelCase")]
-    Http { url: String, sse: bool },
+    Http {
+        url: String,
+        sse: bool,
+        /// Extra trust anchors (PEM) for a remote server's certificate; system roots are
+        /// trusted as well.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
+    },
     /// Newline-delimited JSON-RPC on the stdio bridge's Unix socket.
     #[serde(rename_all = "camelCase")]
     Stdio { socket: String, sandbox: Sandbox },
+    /// A virtual server: one endpoint in front of several servers (their gateways), their
+    /// names prefixed per `naming`.
+    #[serde(rename_all = "camelCase")]
+    Virtual { members: Vec<Member>, naming: Naming },
+}
+
+/// One server behind a virtual server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Member {
+    /// Its name (the MCPServer's), and the prefix of its names.
+    pub name: String,
+    pub prefix: String,
+    pub url: String,
+    #[serde(default)]
+    pub sse: bool,
+    /// Extra trust anchors (PEM) for its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// What the virtual server's gateway presents to it (for a member gateway: a token for
+    /// the calling user, exchanged for the member's audience).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuthConfig>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -299,5 +368,18 @@ mod tests {
         assert!(parse_store_url("redis://h").is_err(), "port required");
         assert!(parse_store_url("redis://:6379").is_err(), "host required");
         assert!(parse_store_url("http://h:6379").is_err());
+    }
+
+    #[test]
+    fn remote_urls_name_host_port_and_address_and_never_credentials() {
+        let u =
+            parse_remote_url("https://MCP.Example.com/v1/mcp").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((u.host.as_str(), u.port, u.address), ("mcp.example.com", 443, None));
+        let v6 = parse_remote_url("https://[fd00::7]:8443/mcp").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((v6.port, v6.address), (8443, "fd00::7".parse().ok()));
+        assert!(parse_remote_url("https://u:p@h/mcp").is_err(), "credentials");
+        assert!(parse_remote_url("http://h/mcp").is_err(), "plain http");
+        assert!(parse_remote_url("https://h:0/mcp").is_err());
+        assert!(parse_remote_url("https:///mcp").is_err());
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod image;
+pub mod naming;
 pub mod net;
 pub mod paths;
 pub mod revisions;

@@ -751,3 +751,64 @@ mod tests {
         assert!(serde_json::from_str::<Limits>(r#"{"maxMessageByte": 5}"#).is_err());
     }
 }
+
+/// When a virtual server's names carry their server's prefix (`<prefix><separator><name>`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PrefixMode {
+    /// Every tool, prompt and resource name: stable whatever the other servers list.
+    #[default]
+    Always,
+    /// Only names that more than one server lists; the others keep their own.
+    OnConflict,
+    /// Never: a name two servers list is refused at admission (when the servers' specs list
+    /// it) and withheld by the gateway (when only their live listings show it).
+    Never,
+}
+
+/// What happens to a name longer than the clients' limit once prefixed.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LongNames {
+    /// Cut to the limit with a hash of the whole name at its end
+    /// (`<head>-<8 hex of SHA-256>`): the same name always gives the same result.
+    #[default]
+    Shorten,
+    /// Withheld, and reported.
+    Refuse,
+}
+
+/// How a virtual server names the tools, prompts and resources of its servers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Naming {
+    #[serde(default)]
+    pub prefix: PrefixMode,
+    /// Between prefix and name (tool names allow letters, digits, `_`, `-` and `.`).
+    #[serde(default = "default_separator")]
+    #[schemars(length(min = 1, max = 4), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub separator: String,
+    /// Longest name handed to clients (many clients and model APIs stop at 64).
+    #[serde(default = "default_max_name_length")]
+    #[schemars(range(min = 16, max = 128))]
+    pub max_length: u32,
+    #[serde(default)]
+    pub long_names: LongNames,
+}
+
+fn default_separator() -> String {
+    "_".to_string()
+}
+
+fn default_max_name_length() -> u32 {
+    64
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Naming {
+            prefix: PrefixMode::Always,
+            separator: default_separator(),
+            max_length: default_max_name_length(),
+            long_names: LongNames::Shorten,
+        }
+    }
+}

@@ -157,7 +157,12 @@ mod tests {
     /// each cross-field rule catches its case (the e2e tests prove the API server agrees).
     #[test]
     fn cel_rules_hold_locally() {
-        for f in ["everything-http.yaml", "filesystem-stdio.yaml", "weather-sse.yaml"] {
+        for f in [
+            "everything-http.yaml",
+            "filesystem-stdio.yaml",
+            "weather-sse.yaml",
+            "remote-https.yaml",
+        ] {
             example(f).validate_cel().unwrap_or_else(|e| panic!("{f}: {e:?}"));
         }
         type Mutation = Box<dyn Fn(&mut MCPServer)>;
@@ -175,9 +180,9 @@ mod tests {
             ("HTTP transports need spec.port", Box::new(|s| s.spec.port = None)),
             (
                 "pin the image",
-                Box::new(|s| s.spec.image = "docker.io/mcp/everything:latest".into()),
+                Box::new(|s| s.spec.image = Some("docker.io/mcp/everything:latest".into())),
             ),
-            ("pin the image", Box::new(|s| s.spec.image = "docker.io/mcp/everything".into())),
+            ("pin the image", Box::new(|s| s.spec.image = Some("docker.io/mcp/everything".into()))),
             (
                 "destructive tools require approval",
                 Box::new(|s| {
@@ -197,9 +202,29 @@ mod tests {
                 Box::new(|s| s.spec.egress[0].host = Some("example.com".into())),
             ),
             ("must be a CIDR", Box::new(|s| s.spec.egress[0].cidr = Some("10.0.0.1".into()))),
+            ("set exactly one of image (a server", Box::new(|s| s.spec.image = None)),
+            (
+                "set exactly one of image (a server",
+                Box::new(|s| s.spec.remote = example("remote-https.yaml").spec.remote),
+            ),
         ];
-        for (want, mutate) in cases {
-            let mut s = example("everything-http.yaml");
+        let remote_cases: Vec<(&str, Mutation)> = vec![
+            (
+                "a remote server runs no workload here",
+                Box::new(|s| s.spec.command = vec!["node".into()]),
+            ),
+            ("a remote server runs no workload here", Box::new(|s| s.spec.port = Some(8080))),
+            (
+                "a remote server speaks streamable-http or sse",
+                Box::new(|s| s.spec.transport = Transport::Stdio),
+            ),
+        ];
+        let all = cases
+            .into_iter()
+            .map(|c| ("everything-http.yaml", c))
+            .chain(remote_cases.into_iter().map(|c| ("remote-https.yaml", c)));
+        for (file, (want, mutate)) in all {
+            let mut s = example(file);
             mutate(&mut s);
             let err = s.validate_cel().expect_err(want);
             assert!(format!("{err:?}").contains(want), "{want}: {err:?}");

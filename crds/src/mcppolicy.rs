@@ -236,4 +236,35 @@ pub struct MCPPolicySpec {
     pub supply_chain: SupplyChainPolicy,
     #[serde(default)]
     pub audit: AuditPolicy,
+    #[serde(default)]
+    pub remote: RemotePolicy,
+}
+
+/// Remote MCP servers (`MCPServer.spec.remote`): Palisade proxies to them but runs, pins and
+/// verifies no image of theirs.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemotePolicy {
+    /// Hosts remote servers may be at: exact (`mcp.example.com`) or one wildcard label
+    /// (`*.example.com`). Empty: any host, except where the policy requires signed images
+    /// (then no remote server, since there is no image to verify, until the host is listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl RemotePolicy {
+    /// Whether `host` (lower case) is among the allowed hosts.
+    pub fn lists(&self, host: &str) -> bool {
+        self.allowed_hosts.iter().any(|h| {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix("*.") {
+                Some(zone) => host
+                    .strip_suffix(zone)
+                    .and_then(|l| l.strip_suffix('.'))
+                    .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+                None => h == host,
+            }
+        })
+    }
 }

@@ -365,7 +365,10 @@ pub struct SharedState {
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)").message("stdio servers need spec.command: the bridge launches the server by argv, never through an image entrypoint or a shell").field_path(".command"))]
-#[x_kube(validation = Rule::new("self.transport == 'stdio' || has(self.port)").message("HTTP transports need spec.port, the port the server listens on inside the pod").field_path(".port"))]
+#[x_kube(validation = Rule::new("has(self.image) != has(self.remote)").message("set exactly one of image (a server Palisade runs) or remote (a server elsewhere that the gateway proxies to)"))]
+#[x_kube(validation = Rule::new("!has(self.remote) || self.transport != 'stdio'").message("a remote server speaks streamable-http or sse").field_path(".transport"))]
+#[x_kube(validation = Rule::new("!has(self.remote) || !(has(self.command) || has(self.args) || has(self.port) || has(self.path) || has(self.env) || has(self.secretMounts) || has(self.runAsUser) || has(self.signature))").message("a remote server runs no workload here: remove command, args, port, path, env, secretMounts, runAsUser and signature").field_path(".remote"))]
+#[x_kube(validation = Rule::new("self.transport == 'stdio' || has(self.port) || has(self.remote)").message("HTTP transports need spec.port, the port the server listens on inside the pod").field_path(".port"))]
 #[x_kube(validation = Rule::new("self.transport != 'stdio' || (!has(self.port) && !has(self.path))").message("stdio servers have no port or path; remove them").field_path(".port"))]
 #[x_kube(validation = Rule::new("!has(self.tools) || self.tools.all(t, t.effect != 'destructive' || !has(t.requireApproval) || t.requireApproval)").message("destructive tools require approval; remove requireApproval: false").field_path(".tools"))]
 pub struct MCPServerSpec {
@@ -373,7 +376,12 @@ pub struct MCPServerSpec {
     /// per spec change and the pod always runs the digest. `latest` and untagged images are refused.
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new("!self.endsWith(':latest') && (self.contains('@sha256:') || self.matches(':[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'))").message("pin the image by digest (repo@sha256:...) or by a version tag; latest and untagged images are refused"))]
-    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A server Palisade does not run (instead of `image`): only the gateway is deployed, and
+    /// it proxies to this server under the same policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSpec>,
     pub transport: Transport,
     /// argv of the server (replaces the image entrypoint). Never run through a shell.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -407,6 +415,8 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 2147483647))]
     pub run_as_user: Option<i64>,
+    /// Requests and limits of the server container (required unless the server is remote).
+    #[serde(default)]
     pub resources: Resources,
     #[serde(default)]
     pub protocol: ProtocolSpec,
@@ -443,6 +453,25 @@ pub struct MCPServerSpec {
     /// reaches the server; without this, the server gets no credential at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_auth: Option<UpstreamAuth>,
+}
+
+/// A remote MCP server: the gateway's upstream is this URL instead of a container of its pod.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteSpec {
+    /// The server's MCP endpoint: `https://host[:port]/path`, without credentials (give them
+    /// with `upstreamAuth`).
+    #[schemars(length(min = 9, max = 2048), regex(pattern = r"^https://[^/?#@\s]+(/[^#\s]*)?$"))]
+    pub url: String,
+    /// PEM bundle of CAs for the server's certificate (a private CA); system roots are
+    /// trusted too.
+    #[serde(default, rename = "caSecretRef", skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<KeyRef>,
+    /// Where the server is, as NetworkPolicy names it (pods, namespaces or a CIDR): the
+    /// gateway's egress rule to the URL's port goes to this peer. Without it: the URL's address
+    /// when the host is one, else a DNS-name rule (a CNI with FQDN policies enforces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Peer>,
 }
 
 /// Credentials for the server: one header from a Secret, or a token exchanged for each calling
@@ -588,6 +617,11 @@ pub mod conditions {
 }
 
 impl MCPServerSpec {
+    /// Whether Palisade runs no workload for this server (only its gateway).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
     /// The HTTP path of the server's own endpoint (HTTP transports).
     pub fn upstream_path(&self) -> &str {
         match (&self.path, self.transport) {

@@ -154,6 +154,7 @@ fn the_chart_policies_refuse_the_baseline_cases_and_admit_the_examples() {
         "examples/everything-http.yaml",
         "examples/filesystem-stdio.yaml",
         "examples/weather-sse.yaml",
+        "examples/remote-https.yaml",
     ] {
         let object = as_admitted(&std::fs::read_to_string(repo_root().join(f)).unwrap());
         let got = refusals(policy_for(&policies, &object), &object);

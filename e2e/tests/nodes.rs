@@ -383,6 +383,126 @@ async fn tool_definitions_pinned(cluster: &Cluster, ns: &str, unpinned: &str, id
     );
 }
 
+/// Processes of a test stage on the node's side (outside every pod); killed when dropped.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A remote MCP server on the real node: the official Python SDK server on the node's side,
+/// behind HAProxy (from Debian) terminating TLS with a certificate for the node's address from a
+/// CA of the test's own, which Palisade neither runs nor pins. Its `MCPServer` (`spec.remote`)
+/// becomes a pod with the gateway alone; through it the Python SDK client gets alice's filtered
+/// listing and calls, the server receives the gateway's credential from a Secret (never the
+/// client's token), a tool outside alice's role is refused, and the audit line is in the log.
+async fn remote_server_proxied(cluster: &Cluster, ns: &str, idp: &Idp) {
+    let t0 = Instant::now();
+    let dir = idp.dir.join("remote");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (backend, front) = (free_port(), free_port());
+    let server = std::process::Command::new(python())
+        .arg(repo_root().join("gateway/tests/peers/py_server.py"))
+        .args(["http", &backend.to_string()])
+        .spawn()
+        .unwrap();
+    let ca =
+        palisade_https::ca::Authority::generate("remote CA", Duration::from_secs(3600)).unwrap();
+    let leaf = ca.issue_server(&[NODE_IP.to_string()], Duration::from_secs(3600)).unwrap();
+    std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.join("site.pem"), format!("{}{}", leaf.cert_pem, leaf.key_pem)).unwrap();
+    let cfg = format!(
+        "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  \
+         timeout server 60s\nfrontend tls\n  bind {NODE_IP}:{front} ssl crt {}\n  default_backend server\n\
+         backend server\n  server s 127.0.0.1:{backend}\n",
+        dir.join("site.pem").display()
+    );
+    std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
+    let haproxy = std::process::Command::new(tool("haproxy").unwrap())
+        .args(["-db", "-f"])
+        .arg(dir.join("haproxy.cfg"))
+        .spawn()
+        .unwrap();
+    let _children = Children(vec![server, haproxy]);
+
+    let key = format!("remote-key-{}", rand_suffix());
+    let ca_arg = format!("--from-file=ca.crt={}", dir.join("ca.crt").display());
+    let key_arg = format!("--from-literal=key={key}");
+    k(cluster, &["create", "secret", "generic", "remote-ca", "-n", ns, &ca_arg]).await;
+    k(cluster, &["create", "secret", "generic", "remote-key", "-n", ns, &key_arg]).await;
+    let idp_port = idp.port.to_string();
+    let front_port = front.to_string();
+    let yaml = server_yaml(
+        "remote.yaml",
+        &[
+            ("NAMESPACE", ns),
+            ("ISSUER", &idp.issuer),
+            ("NODE_IP", NODE_IP),
+            ("IDP_PORT", &idp_port),
+            ("REMOTE_PORT", &front_port),
+        ],
+    );
+    apply(cluster, &yaml).await;
+    wait_ready(cluster, ns, "remote").await;
+    for pod in server_pods(cluster, ns, "remote").await {
+        let names: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["gateway"], "a remote server runs no container of its own");
+    }
+    let status = k_json(cluster, &["get", "mcpserver", "-n", ns, "remote"]).await;
+    let verified = status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ImageVerified")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(verified["reason"], "RemoteServer", "{status}");
+
+    let gw_ca = gateway_ca(cluster, ns, "remote", &idp.dir).await;
+    let url = format!("https://remote.{ns}.svc:8443/mcp");
+    let token = idp.token("alice", "https://mcp.e2e.test/remote");
+    let report = client(
+        &url,
+        &token,
+        &gw_ca,
+        &[
+            r#"echo:{"message":"to a remote server"}"#,
+            "show_auth_claims:{}",
+            r#"add:{"a":1,"b":2}"#,
+        ],
+    )
+    .await;
+    assert_eq!(report["tools"], serde_json::json!(["echo", "show_auth_claims"]), "{report}");
+    let echo = &report["calls"]["echo"];
+    assert!(
+        echo["error"] == false && echo["text"].as_str().unwrap().contains("to a remote server")
+    );
+    assert_eq!(report["calls"]["add"]["error"], true, "add is outside alice's role: {report}");
+    let claims: Value =
+        serde_json::from_str(report["calls"]["show_auth_claims"]["text"].as_str().unwrap())
+            .unwrap_or_else(|_| panic!("{report}"));
+    use sha2::Digest;
+    assert_eq!(claims["sha256"], hex::encode(sha2::Sha256::digest(key.as_bytes())), "{report}");
+    let logs = k(cluster, &["logs", "-n", ns, "deployment/remote", "-c", "gateway"]).await;
+    let audited = logs.lines().any(|l| {
+        l.starts_with('{')
+            && l.contains("\"principal\":\"alice\"")
+            && l.contains("\"name\":\"echo\"")
+    });
+    assert!(audited, "the call's audit line is in the gateway's log:\n{logs}");
+    println!("remote server proxied: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
 fn target_pod_yaml(ns: &str, image: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -558,6 +678,7 @@ async fn palisade_on_a_real_node() {
     );
 
     tool_definitions_pinned(cluster, &ns, &rug_yaml, &idp).await;
+    remote_server_proxied(cluster, &ns, &idp).await;
 
     // --- Hardening, observed from inside the running containers ---------------------------------
     let pod = server_pods(cluster, &ns, "everything").await.remove(0);

@@ -424,7 +424,7 @@ async fn tags_are_resolved_once_through_a_real_registry() {
     let s = setup("e2e-op-registry", &["--insecure-registry", &registry.host]).await;
     let api: Api<MCPServer> = Api::namespaced(s.client.clone(), &s.ns.name);
     let mut server = example("examples/weather-sse.yaml", &s);
-    server.spec.image = format!("{}/mcp/tagged:1.0.0", registry.host);
+    server.spec.image = Some(format!("{}/mcp/tagged:1.0.0", registry.host));
     api.create(&PostParams::default(), &server).await.unwrap();
     let ready = wait_ready(&api, "weather").await;
     assert_eq!(ready.status.unwrap().image.unwrap().digest, digest);
@@ -489,7 +489,7 @@ async fn only_images_signed_by_a_trusted_key_run() {
     let named = |name: &str, image: &str| {
         let mut m = template.clone();
         m.metadata.name = Some(name.to_string());
-        m.spec.image = image.to_string();
+        m.spec.image = Some(image.to_string());
         m
     };
 
@@ -677,7 +677,7 @@ async fn signed_sboms_gate_rollouts_and_advisories_stop_vulnerable_servers() {
     for name in ["attested", "bare", "foreign"] {
         let mut m = template.clone();
         m.metadata.name = Some(name.to_string());
-        m.spec.image = images[name].clone();
+        m.spec.image = Some(images[name].clone());
         api.create(&PostParams::default(), &m).await.unwrap();
     }
     // No SBOM, or one signed by a key the server does not name: nothing runs.

@@ -25,6 +25,7 @@ use crate::protocol::revision::{R2025_11, R2026, Rev};
 use crate::session::{ClientSession, MemorySessions, SessionRegistry, short};
 use crate::state::State;
 use crate::state::redis::{Redis, StoreError};
+use crate::upstream::aggregate::Members;
 use crate::upstream::credentials::{CredentialError, Credentials};
 use crate::upstream::probe::{self, Probe, ServerInfo, gateway_initialize};
 use crate::upstream::{Bounds, Connection, Connector, Target, UpstreamError};
@@ -66,14 +67,44 @@ pub enum StartError {
     Credentials(#[from] CredentialError),
     #[error("{0}")]
     Telemetry(#[from] TelemetryError),
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::reach::ReachError),
 }
 
-pub fn target_of(cfg: &GatewayConfig) -> Target {
-    match &cfg.upstream {
-        UpstreamConfig::Stdio { socket, .. } => Target::Stdio { socket: socket.clone() },
-        UpstreamConfig::Http { url, sse: false } => Target::Http { url: url.clone() },
-        UpstreamConfig::Http { url, sse: true } => Target::Sse { url: url.clone() },
-    }
+fn http_target(url: &str, sse: bool) -> Target {
+    if sse { Target::Sse { url: url.to_string() } } else { Target::Http { url: url.to_string() } }
+}
+
+/// The connector to the server (or, for a virtual server, to each of its servers).
+fn connector_of(cfg: &GatewayConfig) -> Result<Connector, StartError> {
+    let credentials = cfg.upstream_auth.as_ref().map(Credentials::new).transpose()?;
+    Ok(match &cfg.upstream {
+        UpstreamConfig::Stdio { socket, .. } => {
+            Connector::new(Target::Stdio { socket: socket.clone() }, credentials, None)?
+        }
+        UpstreamConfig::Http { url, sse, ca_file } => {
+            Connector::new(http_target(url, *sse), credentials, ca_file.as_deref())?
+        }
+        UpstreamConfig::Virtual { members, naming } => {
+            let mut connectors = Vec::with_capacity(members.len());
+            for m in members {
+                let own = m.upstream_auth.as_ref().map(Credentials::new).transpose()?;
+                connectors.push(Connector::new(
+                    http_target(&m.url, m.sse),
+                    own,
+                    m.ca_file.as_deref(),
+                )?);
+            }
+            let members = Members {
+                names: members.iter().map(|m| m.name.clone()).collect(),
+                prefixes: members.iter().map(|m| m.prefix.clone()).collect(),
+                connectors,
+                naming: naming.clone(),
+                timeout: Duration::from_secs(u64::from(cfg.limits.request_timeout_seconds)),
+            };
+            Connector::new(Target::Virtual(Arc::new(members)), None, None)?
+        }
+    })
 }
 
 impl Gateway {
@@ -81,11 +112,10 @@ impl Gateway {
         config: GatewayConfig,
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Gateway>, StartError> {
-        let credentials = config.upstream_auth.as_ref().map(Credentials::new).transpose()?;
         let server_label = format!("{}/{}", config.server.namespace, config.server.name);
         let telemetry =
             config.tracing.as_ref().map(|t| Telemetry::new(t, &server_label)).transpose()?;
-        let connector = Connector::new(target_of(&config), credentials);
+        let connector = connector_of(&config)?;
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight as usize));
         let authz = Authorizer::new(&config);
         let authn = Authenticator::new(&config)?;

@@ -60,6 +60,7 @@ async fn status(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "stateless": s.stateless,
         "sessionRevision": s.legacy.map(|r| r.as_str()),
         "toolCount": s.tool_count,
+        "namesWithheld": s.withheld_names,
         "sessions": gw.sessions.len(),
         "lastError": s.last_error,
     }))

@@ -158,15 +158,7 @@ async fn without_a_credential_nothing_is_forwarded() {
     // gets no token, so it never becomes ready (fail closed); its admin status says why.
     let wrong = secret_file("wrong-secret", "not-the-secret");
     let cfg = config_with(&idp, &url, exchange(&idp, &wrong));
-    let admin = cfg["listen"]["adminAddress"].as_str().unwrap().to_string();
-    let path = scratch("no-credential").join("gateway.json");
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let _gw = spawn(
-        tokio::process::Command::new(gateway_bin())
-            .arg("serve")
-            .arg(format!("--config={}", path.display())),
-    );
-    let status = eventually_status(&admin).await;
+    let (_gw, status) = unready_gateway(&cfg).await;
     assert_eq!(status["ready"], false, "{status}");
     let error = status["lastError"].as_str().unwrap_or_default();
     assert!(error.contains("could not obtain a credential"), "{status}");
@@ -181,20 +173,6 @@ async fn without_a_credential_nothing_is_forwarded() {
     let r = call(&gw, &idp.token("alice"), "show_auth").await;
     let msg = r.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
     assert!(msg.contains("could not obtain a credential"), "{r}");
-}
-
-async fn eventually_status(admin: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://{admin}/status")).await
-            && let Ok(v) = r.json::<Value>().await
-            && !v["lastError"].is_null()
-        {
-            return v;
-        }
-        assert!(std::time::Instant::now() < deadline, "no status from the gateway");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]

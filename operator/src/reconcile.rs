@@ -202,8 +202,12 @@ async fn patch_status(
 }
 
 /// The digest the pods should run, or why there is none.
-async fn pin_image(ctx: &Context, server: &MCPServer) -> Result<Result<String, Blocker>, Error> {
-    let parsed = match ImageRef::parse(&server.spec.image) {
+async fn pin_image(
+    ctx: &Context,
+    server: &MCPServer,
+    image: &str,
+) -> Result<Result<String, Blocker>, Error> {
+    let parsed = match ImageRef::parse(image) {
         Ok(p) => p,
         Err(e) => return Ok(Err(Blocker::ImageResolution(format!("spec.image: {e}")))),
     };
@@ -212,12 +216,12 @@ async fn pin_image(ctx: &Context, server: &MCPServer) -> Result<Result<String, B
     }
     // A tag is resolved once per spec change: reuse the digest recorded for this reference.
     if let Some(img) = server.status.as_ref().and_then(|s| s.image.as_ref())
-        && img.reference == server.spec.image
+        && img.reference == image
         && !img.digest.is_empty()
     {
         return Ok(Ok(img.digest.clone()));
     }
-    match ctx.resolver.resolve(&server.spec.image).await {
+    match ctx.resolver.resolve(image).await {
         Ok(d) => Ok(Ok(d)),
         Err(ResolveError::Permanent(m)) => Ok(Err(Blocker::ImageResolution(m))),
         Err(ResolveError::Transient(m)) => Err(Error::Registry(m)),
@@ -348,9 +352,9 @@ async fn apply_children(
     server: &MCPServer,
     ns: &str,
     name: &str,
-    digest: &str,
-) -> Result<Result<(String, String), Blocker>, Error> {
-    let opts = RenderOptions { resolved_digest: Some(digest.to_string()), ..ctx.render.clone() };
+    digest: Option<&str>,
+) -> Result<Result<String, Blocker>, Error> {
+    let opts = RenderOptions { resolved_digest: digest.map(str::to_string), ..ctx.render.clone() };
     let rendered = match palisade_render::render(server, &opts) {
         Ok(r) => r,
         Err(e) => return Ok(Err(Blocker::Render(e.to_string()))),
@@ -385,7 +389,7 @@ async fn apply_children(
         )
         .await?;
     }
-    Ok(Ok((rendered.image, rendered.config_hash)))
+    Ok(Ok(rendered.config_hash))
 }
 
 /// A stored object that the types cannot read (e.g. written under another CRD version): report
@@ -519,16 +523,24 @@ async fn converge(
         return Ok(());
     }
 
-    let digest = match pin_image(ctx, server).await? {
+    let Some(image) = server.spec.image.as_deref() else {
+        // A remote server: no image to pin or verify, only its gateway to run.
+        p.verification = Some(Verification::NotChecked {
+            reason: "RemoteServer".into(),
+            message: "a remote server runs no image here: the gateway proxies to spec.remote.url over TLS".into(),
+        });
+        p.image = None;
+        return apply_gateway(ctx, server, ns, name, None, false, p).await;
+    };
+    let digest = match pin_image(ctx, server, image).await? {
         Ok(d) => d,
         Err(b) => {
             p.blocker = Some(b);
             return Ok(());
         }
     };
-    let pinned = ImageRef::parse(&server.spec.image)
-        .map(|r| r.with_digest(&digest).to_string())
-        .unwrap_or_default();
+    let pinned =
+        ImageRef::parse(image).map(|r| r.with_digest(&digest).to_string()).unwrap_or_default();
 
     let verification =
         ctx.verifier.verify(server, &pinned, &trust::requirements(server, &selecting)).await;
@@ -539,7 +551,7 @@ async fn converge(
     };
     p.verification = Some(verification);
     p.image = Some(ImageStatus {
-        reference: server.spec.image.clone(),
+        reference: image.to_string(),
         digest: digest.clone(),
         verified_by,
         sbom: None,
@@ -551,8 +563,8 @@ async fn converge(
         // An image that no longer verifies (a policy changed, a key was withdrawn) stops: a
         // running Deployment is scaled to zero; nothing new is created.
         if ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)).is_some()
-            && let Ok((_, hash)) =
-                apply_children(ctx, &scaled_to_zero(server), ns, name, &digest).await?
+            && let Ok(hash) =
+                apply_children(ctx, &scaled_to_zero(server), ns, name, Some(&digest)).await?
         {
             p.config_hash = Some(hash);
         }
@@ -571,12 +583,25 @@ async fn converge(
         return Ok(());
     }
 
+    apply_gateway(ctx, server, ns, name, Some(&digest), stop, p).await
+}
+
+/// The last step: the gateway's serving certificate, then the children (stopped when `stop`).
+async fn apply_gateway(
+    ctx: &Context,
+    server: &MCPServer,
+    ns: &str,
+    name: &str,
+    digest: Option<&str>,
+    stop: bool,
+    p: &mut Progress,
+) -> Result<(), Error> {
     if server.spec.gateway.tls_secret_name.is_none() {
         ensure_tls_secret(ctx, server, ns, name).await?;
     }
     let desired = if stop { scaled_to_zero(server) } else { server.clone() };
-    match apply_children(ctx, &desired, ns, name, &digest).await? {
-        Ok((_, hash)) => p.config_hash = Some(hash),
+    match apply_children(ctx, &desired, ns, name, digest).await? {
+        Ok(hash) => p.config_hash = Some(hash),
         Err(b) => p.blocker = Some(b),
     }
     Ok(())

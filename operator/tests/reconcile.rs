@@ -542,3 +542,33 @@ async fn what_the_gateways_withhold_is_in_the_status() {
     });
     assert!(warned, "{:?}", lines(&seen));
 }
+
+#[tokio::test]
+async fn a_remote_server_gets_its_gateway_without_an_image_to_pin_or_verify() {
+    // A verifier that refuses everything: a remote server has no image for it to judge.
+    let refusing =
+        Verification::Failed { reason: "SignatureMismatch".into(), message: "refused".into() };
+    let h = harness(refusing, &[], json!({}));
+    let path = h.create(example("remote-https.yaml"));
+    let seen = lines(&h.reconcile(&path).await);
+    assert!(
+        seen.contains(&"PATCH /apis/apps/v1/namespaces/mcp-demo/deployments/tickets".to_string()),
+        "{seen:?}"
+    );
+    let deployment = h.stored("/apis/apps/v1/namespaces/mcp-demo/deployments/tickets");
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["gateway"]);
+    let config = h.stored("/api/v1/namespaces/mcp-demo/configmaps/tickets-gateway");
+    let gateway_json: Value =
+        serde_json::from_str(config["data"]["gateway.json"].as_str().unwrap()).unwrap();
+    assert_eq!(gateway_json["upstream"]["url"], "https://mcp.tickets.example.com/mcp");
+    let server = h.stored(&path);
+    let verified = condition(&server, "ImageVerified");
+    assert_eq!(
+        (&verified["status"], &verified["reason"]),
+        (&json!("Unknown"), &json!("RemoteServer"))
+    );
+    assert_eq!(condition(&server, "PolicyCompliant")["status"], "True");
+    assert!(server["status"].get("image").is_none(), "no image status: {server}");
+}

@@ -21,6 +21,8 @@ pub(crate) const STORE_CA_DIR: &str = "/etc/palisade/store-ca";
 /// token endpoint's CA.
 pub(crate) const UPSTREAM_SECRET_DIR: &str = "/etc/palisade/upstream";
 pub(crate) const UPSTREAM_CA_DIR: &str = "/etc/palisade/upstream-ca";
+/// A remote server's CA.
+pub(crate) const REMOTE_CA_DIR: &str = "/etc/palisade/remote-ca";
 /// The gateway's own state that outlives a container restart (an emptyDir of the pod).
 pub(crate) const STATE_DIR: &str = "/var/lib/palisade";
 /// Where the audit chain's head is kept.
@@ -28,13 +30,19 @@ pub(crate) const AUDIT_HEAD_FILE: &str = "/var/lib/palisade/audit-head.json";
 
 pub fn gateway_config(server: &MCPServer, name: &str, namespace: &str) -> GatewayConfig {
     let spec = &server.spec;
-    let upstream = match spec.transport {
-        Transport::Stdio => {
+    let upstream = match (&spec.remote, spec.transport) {
+        (Some(remote), transport) => Upstream::Http {
+            url: remote.url.clone(),
+            sse: transport == Transport::Sse,
+            ca_file: remote.ca_secret_ref.as_ref().map(|r| format!("{REMOTE_CA_DIR}/{}", r.key)),
+        },
+        (None, Transport::Stdio) => {
             Upstream::Stdio { socket: BRIDGE_SOCKET.to_string(), sandbox: spec.sandbox.clone() }
         }
-        Transport::StreamableHttp | Transport::Sse => Upstream::Http {
+        (None, Transport::StreamableHttp | Transport::Sse) => Upstream::Http {
             url: format!("http://127.0.0.1:{}{}", spec.port.unwrap_or(8080), spec.upstream_path()),
             sse: spec.transport == Transport::Sse,
+            ca_file: None,
         },
     };
     GatewayConfig {

@@ -127,6 +127,10 @@ pub enum RenderError {
          (repo@sha256:...) or let the operator resolve it"
     )]
     ImageNotPinned(String),
+    #[error("the spec must name exactly one of image or remote")]
+    ImageOrRemote,
+    #[error("spec.remote: {0}")]
+    BadRemote(String),
     #[error("gateway image {0:?} must be pinned by digest")]
     GatewayImageNotPinned(String),
     #[error("spec.egress[{index}].cidr: {message}")]
@@ -153,8 +157,8 @@ pub struct Rendered {
     pub gateway_config: GatewayConfig,
     /// SHA-256 of the gateway config file, also on the pod template.
     pub config_hash: String,
-    /// The server image the pods run (by digest).
-    pub image: String,
+    /// The server image the pods run (by digest); `None` for a remote server.
+    pub image: Option<String>,
 }
 
 impl Rendered {
@@ -205,13 +209,22 @@ pub mod names {
     }
 }
 
-/// The server image by digest: the spec's own digest, or the resolved one.
-pub fn pinned_image(server: &MCPServer, resolved: Option<&str>) -> Result<String, RenderError> {
-    let parsed = ImageRef::parse(&server.spec.image)?;
+/// The server image by digest (the spec's own digest, or the resolved one); `None` for a
+/// remote server, which runs no image.
+pub fn pinned_image(
+    server: &MCPServer,
+    resolved: Option<&str>,
+) -> Result<Option<String>, RenderError> {
+    let image = match (&server.spec.image, &server.spec.remote) {
+        (Some(image), None) => image,
+        (None, Some(_)) => return Ok(None),
+        _ => return Err(RenderError::ImageOrRemote),
+    };
+    let parsed = ImageRef::parse(image)?;
     match (&parsed.digest, resolved) {
-        (Some(_), _) => Ok(parsed.to_string()),
-        (None, Some(d)) => Ok(parsed.with_digest(d).to_string()),
-        (None, None) => Err(RenderError::ImageNotPinned(server.spec.image.clone())),
+        (Some(_), _) => Ok(Some(parsed.to_string())),
+        (None, Some(d)) => Ok(Some(parsed.with_digest(d).to_string())),
+        (None, None) => Err(RenderError::ImageNotPinned(image.clone())),
     }
 }
 
@@ -247,7 +260,7 @@ pub fn render(server: &MCPServer, opts: &RenderOptions) -> Result<Rendered, Rend
     Ok(Rendered {
         service_account: pod::service_account(&meta),
         config_map: pod::config_map(&meta, config_json),
-        deployment: pod::deployment(server, &meta, opts, &image, &config_hash),
+        deployment: pod::deployment(server, &meta, opts, image.as_deref(), &config_hash),
         service: pod::service(&meta),
         pod_disruption_budget: pod::pod_disruption_budget(server, &meta),
         network_policies,

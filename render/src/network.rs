@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use palisade_core::config::parse_store_url;
+use palisade_core::config::{parse_remote_url, parse_store_url};
 use palisade_core::net::{self, DeniedOverlap};
 use palisade_crds::MCPServer;
 use palisade_crds::mcpserver::{EgressPort, Peer, PortProtocol};
@@ -82,9 +82,18 @@ fn egress_ports(ports: &[EgressPort]) -> Vec<NetworkPolicyPort> {
         .collect()
 }
 
+/// A remote server named by DNS name without a `peer`: NetworkPolicy cannot name it, so it
+/// becomes a DNS-name rule (host, port) like `egress[].host`.
+fn remote_host_rule(server: &MCPServer) -> Option<(String, u16)> {
+    let remote = server.spec.remote.as_ref().filter(|r| r.peer.is_none())?;
+    let url = parse_remote_url(&remote.url).ok()?;
+    url.address.is_none().then_some((url.host, url.port))
+}
+
 /// `host:port` strings of DNS-name egress rules, for the pod annotation.
 pub(crate) fn egress_hosts(server: &MCPServer) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> =
+        remote_host_rule(server).map(|(h, p)| format!("{h}:{p}")).into_iter().collect();
     for rule in &server.spec.egress {
         if let Some(host) = &rule.host {
             for p in &rule.ports {
@@ -203,6 +212,26 @@ pub(crate) fn network_policies(
             ports: Some(vec![tcp(i32::from(url.port))]),
         });
     }
+    // A remote server, on its URL's port only: at its peer, or at its address.
+    if let Some(remote) = &server.spec.remote {
+        let url = parse_remote_url(&remote.url).map_err(RenderError::BadRemote)?;
+        let to = match (&remote.peer, url.address) {
+            (Some(peer), _) => Some(policy_peer(peer).map_err(RenderError::BadRemote)?),
+            (None, Some(ip)) => {
+                let single = if ip.is_ipv4() { 32 } else { 128 };
+                let block = ip_block(&format!("{ip}/{single}")).map_err(RenderError::BadRemote)?;
+                Some(NetworkPolicyPeer { ip_block: Some(block), ..Default::default() })
+            }
+            // A DNS name: the FQDN policy and the pod annotation carry it.
+            (None, None) => None,
+        };
+        if let Some(to) = to {
+            egress.push(NetworkPolicyEgressRule {
+                to: Some(vec![to]),
+                ports: Some(vec![tcp(i32::from(url.port))]),
+            });
+        }
+    }
     // The trace collector, on its OTLP port only.
     if let Some(t) = &opts.tracing {
         egress.push(NetworkPolicyEgressRule {
@@ -231,6 +260,11 @@ pub(crate) fn network_policies(
 /// (discovery) and JWKS hosts the gateway fetches keys from. Wildcards stay patterns.
 pub(crate) fn dns_names(server: &MCPServer) -> Vec<String> {
     let mut names: Vec<String> = server.spec.egress.iter().filter_map(|r| r.host.clone()).collect();
+    if let Some(url) = server.spec.remote.as_ref().and_then(|r| parse_remote_url(&r.url).ok())
+        && url.address.is_none()
+    {
+        names.push(url.host);
+    }
     if let Some(oidc) = &server.spec.auth.oidc {
         for url in std::iter::once(&oidc.issuer).chain(oidc.jwks_uri.iter()) {
             if let Some(host) = url
@@ -258,6 +292,12 @@ pub(crate) fn cilium_fqdn_policy(
     meta: &Meta,
     opts: &RenderOptions,
 ) -> serde_json::Value {
+    let remote = remote_host_rule(server).map(|(host, port)| {
+        json!({
+            "toFQDNs": [fqdn_selector(&host)],
+            "toPorts": [{ "ports": [{ "port": port.to_string(), "protocol": PortProtocol::Tcp.as_str() }] }]
+        })
+    });
     let rules: Vec<_> = server
         .spec
         .egress
@@ -300,6 +340,7 @@ pub(crate) fn cilium_fqdn_policy(
         }));
     }
     egress.extend(rules);
+    egress.extend(remote);
     let metadata = meta.object(&format!("{}-fqdn", meta.name));
     json!({
         "apiVersion": "cilium.io/v2",

@@ -21,8 +21,8 @@ use palisade_crds::MCPServer;
 use palisade_crds::mcpserver::{Resources, Transport};
 
 use crate::gateway_config::{
-    AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, STATE_DIR, STORE_CA_DIR, STORE_SECRET_DIR, TLS_DIR,
-    UPSTREAM_CA_DIR, UPSTREAM_SECRET_DIR,
+    AUDIT_KEY_DIR, CLIENT_CA_DIR, OIDC_CA_DIR, REMOTE_CA_DIR, STATE_DIR, STORE_CA_DIR,
+    STORE_SECRET_DIR, TLS_DIR, UPSTREAM_CA_DIR, UPSTREAM_SECRET_DIR,
 };
 use crate::labels::Meta;
 use crate::{
@@ -227,16 +227,18 @@ pub(crate) fn deployment(
     server: &MCPServer,
     meta: &Meta,
     opts: &RenderOptions,
-    image: &str,
+    image: Option<&str>,
     config_hash: &str,
 ) -> Deployment {
     let spec = &server.spec;
     let uid = spec.run_as_user.unwrap_or(DEFAULT_UID);
-    let stdio = spec.transport == Transport::Stdio;
+    // A remote server has no container here: the pod is its gateway alone.
+    let stdio = image.is_some() && spec.transport == Transport::Stdio;
 
     let mut volumes = Vec::new();
     let mut server_mounts = Vec::new();
-    for (i, dir) in spec.scratch.iter().enumerate() {
+    let workload_dirs = if image.is_some() { spec.scratch.as_slice() } else { &[] };
+    for (i, dir) in workload_dirs.iter().enumerate() {
         let vol = format!("scratch-{i}");
         volumes.push(memory_dir(&vol, &dir.size_limit.0));
         server_mounts.push(mount(&vol, &dir.path, false));
@@ -296,6 +298,10 @@ pub(crate) fn deployment(
             gateway_mounts.push(mount("upstream-ca", UPSTREAM_CA_DIR, true));
         }
     }
+    if let Some(r) = spec.remote.as_ref().and_then(|r| r.ca_secret_ref.as_ref()) {
+        volumes.push(secret_volume("remote-ca", &r.name, std::slice::from_ref(&r.key)));
+        gateway_mounts.push(mount("remote-ca", REMOTE_CA_DIR, true));
+    }
     // The store's password reaches the gateway container only.
     if let Some(store) = &spec.gateway.state {
         let r = &store.password_secret_ref;
@@ -330,7 +336,7 @@ pub(crate) fn deployment(
     }
 
     let (command, args) = server_command(server);
-    let server_container = Container {
+    let server_container = image.map(|image| Container {
         name: "server".to_string(),
         image: Some(image.to_string()),
         image_pull_policy: Some("IfNotPresent".to_string()),
@@ -342,7 +348,7 @@ pub(crate) fn deployment(
         volume_mounts: Some(server_mounts),
         // No ports: the server is reachable only through the gateway on loopback.
         ..Container::default()
-    };
+    });
     let gateway_container = Container {
         name: "gateway".to_string(),
         image: Some(opts.gateway_image.clone()),
@@ -410,7 +416,7 @@ pub(crate) fn deployment(
             ..PodSecurityContext::default()
         }),
         init_containers: (!init_containers.is_empty()).then_some(init_containers),
-        containers: vec![server_container, gateway_container],
+        containers: server_container.into_iter().chain([gateway_container]).collect(),
         volumes: Some(volumes),
         termination_grace_period_seconds: Some(30),
         ..PodSpec::default()

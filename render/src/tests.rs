@@ -173,7 +173,7 @@ fn containers_are_hardened_and_only_the_gateway_is_exposed() {
         }
         let server_c = p.containers.iter().find(|c| c.name == "server").unwrap();
         assert!(server_c.ports.is_none(), "the server container must not declare ports");
-        assert_eq!(server_c.image.as_deref(), Some(r.image.as_str()));
+        assert_eq!(server_c.image.as_deref(), r.image.as_deref());
         let svc_ports = r.service.spec.as_ref().unwrap().ports.clone().unwrap();
         assert_eq!(svc_ports.len(), 1);
         assert_eq!(svc_ports[0].port, GATEWAY_PORT);
@@ -229,7 +229,8 @@ fn http_servers_are_reached_on_loopback() {
         r.gateway_config.upstream,
         palisade_core::config::Upstream::Http {
             url: "http://127.0.0.1:3001/mcp".into(),
-            sse: false
+            sse: false,
+            ca_file: None
         }
     );
     let sse = render(&example("weather-sse.yaml"), &RenderOptions::default()).unwrap();
@@ -237,7 +238,8 @@ fn http_servers_are_reached_on_loopback() {
         sse.gateway_config.upstream,
         palisade_core::config::Upstream::Http {
             url: "http://127.0.0.1:8000/sse".into(),
-            sse: true
+            sse: true,
+            ca_file: None
         }
     );
     assert!(r.pod_disruption_budget.is_some(), "2 replicas get a PDB");
@@ -482,12 +484,12 @@ fn config_hash_follows_the_gateway_policy_only() {
 #[test]
 fn images_must_be_pinned() {
     let mut s = example("everything-http.yaml");
-    s.spec.image = "docker.io/mcp/everything:1.0.0".into();
+    s.spec.image = Some("docker.io/mcp/everything:1.0.0".into());
     assert!(matches!(render(&s, &RenderOptions::default()), Err(RenderError::ImageNotPinned(_))));
     let digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     let opts = RenderOptions { resolved_digest: Some(digest.into()), ..RenderOptions::default() };
     let r = render(&s, &opts).unwrap();
-    assert_eq!(r.image, format!("docker.io/mcp/everything:1.0.0@{digest}"));
+    assert_eq!(r.image, Some(format!("docker.io/mcp/everything:1.0.0@{digest}")));
     let opts = RenderOptions {
         gateway_image: "ghcr.io/palisade-dev/gateway:0.1".into(),
         ..RenderOptions::default()
@@ -740,4 +742,84 @@ fn trace_export_names_the_collector_and_opens_only_its_port() {
     );
     // A different config: the pods roll when the collector changes.
     assert_ne!(r.config_hash, base.config_hash);
+}
+
+#[test]
+fn a_remote_server_is_its_gateway_alone_with_egress_to_the_remote_port() {
+    let server = example("remote-https.yaml");
+    let r = render(&server, &RenderOptions::default()).unwrap();
+    assert_eq!(r.image, None, "no server image");
+    let p = pod(&r);
+    let names: Vec<_> = p.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["gateway"], "the gateway is the whole pod");
+    assert!(p.init_containers.is_none(), "no bridge to install");
+    let verdict = pss::check_pod_spec(&p, None, "spec");
+    assert!(verdict.allowed(), "{}", verdict.message());
+    // The upstream is the remote URL, trusting the mounted CA.
+    assert_eq!(
+        r.gateway_config.upstream,
+        palisade_core::config::Upstream::Http {
+            url: "https://mcp.tickets.example.com/mcp".into(),
+            sse: false,
+            ca_file: Some("/etc/palisade/remote-ca/ca.crt".into()),
+        }
+    );
+    let gw = &p.containers[0];
+    let mounts: Vec<_> =
+        gw.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+    assert!(mounts.contains(&"/etc/palisade/remote-ca"), "{mounts:?}");
+    // Egress: the peer's CIDR on the URL's port, and nothing for a server container.
+    let blocks = egress_blocks(&r);
+    assert!(blocks.contains(&("203.0.113.16/28".to_string(), vec![])), "{blocks:?}");
+    let egress = r.network_policies[2].spec.clone().unwrap().egress.unwrap();
+    let to_remote = egress
+        .iter()
+        .find(|e| {
+            e.to.as_ref().and_then(|t| t[0].ip_block.as_ref()).map(|b| b.cidr.as_str())
+                == Some("203.0.113.16/28")
+        })
+        .unwrap();
+    let ports = to_remote.ports.as_ref().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        ports[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(443))
+    );
+
+    // At an address: that address alone; at a metadata address: no render at all.
+    let mut at_ip = server.clone();
+    let remote = at_ip.spec.remote.as_mut().unwrap();
+    remote.url = "https://198.51.100.9:8443/mcp".into();
+    remote.peer = None;
+    let r = render(&at_ip, &RenderOptions::default()).unwrap();
+    assert!(egress_blocks(&r).contains(&("198.51.100.9/32".to_string(), vec![])));
+    at_ip.spec.remote.as_mut().unwrap().url = "https://169.254.169.254/mcp".into();
+    assert!(matches!(
+        render(&at_ip, &RenderOptions::default()),
+        Err(RenderError::BadRemote(m)) if m.contains("always denied")
+    ));
+
+    // By DNS name without a peer: no ipBlock; the FQDN policy and the annotation name it.
+    let mut by_name = server.clone();
+    by_name.spec.remote.as_mut().unwrap().peer = None;
+    let opts = RenderOptions { fqdn_policy: FqdnPolicy::Cilium, ..RenderOptions::default() };
+    let r = render(&by_name, &opts).unwrap();
+    assert!(!egress_blocks(&r).iter().any(|(c, _)| c.starts_with("203.0.113.16")));
+    let cnp = serde_json::to_string(r.cilium_policy.as_ref().unwrap()).unwrap();
+    assert!(cnp.contains("\"matchName\":\"mcp.tickets.example.com\""), "{cnp}");
+    let annotations = r.deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert!(
+        annotations[EGRESS_HOSTS_ANNOTATION].contains("mcp.tickets.example.com:443"),
+        "{annotations:?}"
+    );
+}
+
+#[test]
+fn a_spec_with_both_or_neither_of_image_and_remote_does_not_render() {
+    let mut both = example("remote-https.yaml");
+    both.spec.image = Some(example("everything-http.yaml").spec.image.unwrap());
+    assert!(matches!(render(&both, &RenderOptions::default()), Err(RenderError::ImageOrRemote)));
+    let mut neither = example("everything-http.yaml");
+    neither.spec.image = None;
+    assert!(matches!(render(&neither, &RenderOptions::default()), Err(RenderError::ImageOrRemote)));
 }

@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use palisade_core::config::parse_store_url;
+use palisade_core::config::{parse_remote_url, parse_store_url};
 use palisade_core::image::ImageRef;
 use palisade_core::net::{self, DeniedOverlap};
 use palisade_core::spec::{ArgumentRule, FreeText, ToolEffect, UnlistedTools};
 use palisade_core::{paths, revisions, secrets};
-use palisade_crds::mcppolicy::MCPPolicy;
+use palisade_crds::mcppolicy::{MCPPolicy, MCPPolicySpec};
 use palisade_crds::mcpserver::{
     EgressPort, KeylessIdentity, MCPServer, MCPServerSpec, PortProtocol, Resources, Transport,
 };
@@ -205,6 +205,7 @@ pub fn baseline(server: &MCPServer, allow: &Allowances) -> Verdict {
     let mut v = Verdict::default();
     let spec = &server.spec;
     image(&mut v, spec);
+    remote(&mut v, spec, allow);
     transport(&mut v, spec);
     command(&mut v, spec);
     resources(&mut v, spec);
@@ -277,9 +278,24 @@ fn shared_state(v: &mut Verdict, spec: &MCPServerSpec) {
     }
 }
 
-/// Image: pinned by digest or an immutable-looking tag; never latest or untagged.
+/// Image: pinned by digest or an immutable-looking tag; never latest or untagged. Exactly one
+/// of an image (a server Palisade runs) or a remote server.
 fn image(v: &mut Verdict, spec: &MCPServerSpec) {
-    match ImageRef::parse(&spec.image) {
+    let image = match (&spec.image, &spec.remote) {
+        (Some(image), None) => image,
+        (None, Some(_)) => return,
+        (Some(_), Some(_)) => {
+            return v.deny("baseline.image", "spec.image", "set exactly one of image (a server Palisade runs) or remote (a server elsewhere that the gateway proxies to)");
+        }
+        (None, None) => {
+            return v.deny(
+                "baseline.image",
+                "spec.image",
+                "name the server's image (or spec.remote for a server Palisade does not run)",
+            );
+        }
+    };
+    match ImageRef::parse(image) {
         Err(e) => v.deny("baseline.image", "spec.image", format!("{e}")),
         Ok(r) => match (&r.tag, &r.digest) {
             (_, Some(_)) => {}
@@ -294,15 +310,89 @@ fn image(v: &mut Verdict, spec: &MCPServerSpec) {
                 "an untagged image means latest; pin it by digest (repo@sha256:...) or a version tag",
             ),
             (Some(_), None) => v.warn(format!(
-                "spec.image {} is a tag: the operator resolves it to a digest once per spec change; pin the digest to make it reviewable",
-                spec.image
+                "spec.image {image} is a tag: the operator resolves it to a digest once per spec change; pin the digest to make it reviewable",
             )),
         },
     }
 }
 
+/// A remote server: an `https` URL without credentials, at an address the gateway may reach,
+/// no workload settings (there is no container), and an egress rule NetworkPolicy can state.
+fn remote(v: &mut Verdict, spec: &MCPServerSpec, allow: &Allowances) {
+    let Some(r) = &spec.remote else { return };
+    if !spec.transport.is_http() {
+        v.deny(
+            "baseline.remote",
+            "spec.transport",
+            "a remote server speaks streamable-http or sse",
+        );
+    }
+    let workload: [(&str, bool); 8] = [
+        ("command", !spec.command.is_empty()),
+        ("args", !spec.args.is_empty()),
+        ("port", spec.port.is_some()),
+        ("path", spec.path.is_some()),
+        ("env", !spec.env.is_empty()),
+        ("secretMounts", !spec.secret_mounts.is_empty()),
+        ("runAsUser", spec.run_as_user.is_some()),
+        ("signature", spec.signature.is_some()),
+    ];
+    for (field, set) in workload {
+        if set {
+            v.deny("baseline.remote", format!("spec.{field}"), format!("a remote server runs no container here: remove spec.{field} (the URL in spec.remote says where the server is)"));
+        }
+    }
+    if !spec.resources.limits.is_empty() || !spec.resources.requests.is_empty() {
+        v.deny("baseline.remote", "spec.resources", "a remote server runs no container here: remove spec.resources (the gateway's are spec.gateway.resources)");
+    }
+    let field = "spec.remote.url";
+    let url = match parse_remote_url(&r.url) {
+        Ok(u) => u,
+        Err(e) => return v.deny("baseline.remote", field, format!("the URL {e}")),
+    };
+    match url.address {
+        Some(ip) => {
+            let class = net::classify(ip);
+            if matches!(
+                class,
+                net::AddressClass::Metadata
+                    | net::AddressClass::LinkLocal
+                    | net::AddressClass::Loopback
+                    | net::AddressClass::Unspecified
+                    | net::AddressClass::Multicast
+                    | net::AddressClass::Broadcast
+            ) {
+                let rule = if class == net::AddressClass::Metadata {
+                    "baseline.metadataEgress"
+                } else {
+                    "baseline.remote"
+                };
+                v.deny(rule, field, format!("{ip} is a {} address; a remote server is a host the gateway's pod reaches over the network", class.as_str()));
+            }
+        }
+        // With a peer, NetworkPolicy bounds where the name may lead, so an internal name
+        // (a Service in another namespace) is fine; without one it is judged as egress[].host.
+        None if r.peer.is_some() => {
+            let bare = url.host.as_str();
+            if bare == "metadata.google.internal" || bare == "metadata" {
+                v.deny("baseline.metadataEgress", field, "cloud metadata hosts are always denied");
+            }
+        }
+        None => {
+            egress_host(v, &url.host, field, allow);
+            v.warn(format!("spec.remote.url names {}: NetworkPolicy cannot name hosts, so only a CNI with FQDN policies (the operator's --fqdn-policy cilium) lets the gateway reach it; elsewhere set spec.remote.peer (the server's CIDR, or its pods and namespace)", url.host));
+        }
+    }
+    if let Some(cidr) = r.peer.as_ref().and_then(|p| p.cidr.as_ref()) {
+        egress_cidr(v, cidr, "spec.remote.peer.cidr", &net::always_denied_everywhere());
+    }
+}
+
 /// Transport shape (also CEL rules; repeated so `palisade check` gives the same verdict offline).
 fn transport(v: &mut Verdict, spec: &MCPServerSpec) {
+    if spec.is_remote() {
+        return;
+    }
     if spec.transport.is_http() && spec.port.is_none() {
         v.deny(
             "baseline.transport",
@@ -403,7 +493,9 @@ fn container_resources(v: &mut Verdict, r: &Resources, prefix: &str, what: &str)
 /// Resources: CPU and memory limits are required for the server (and for the gateway when the
 /// spec sets them); scratch sizes are quantities.
 fn resources(v: &mut Verdict, spec: &MCPServerSpec) {
-    container_resources(v, &spec.resources, "spec.resources", "the server");
+    if !spec.is_remote() {
+        container_resources(v, &spec.resources, "spec.resources", "the server");
+    }
     if let Some(gw) = &spec.gateway.resources {
         container_resources(v, gw, "spec.gateway.resources", "the gateway");
     }
@@ -1007,7 +1099,8 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
     let spec = &server.spec;
     let p = &policy.spec;
 
-    let image = ImageRef::parse(&spec.image).ok();
+    let image = spec.image.as_deref().and_then(|i| ImageRef::parse(i).ok());
+    remote_policy(&mut v, spec, p);
     if !p.images.allowed_registries.is_empty()
         && let Some(img) = &image
         && !p.images.allowed_registries.iter().any(|prefix| img.matches_prefix(prefix))
@@ -1026,7 +1119,7 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
         v.deny("policy.digest", "spec.image", "this namespace requires images pinned by digest: use repo@sha256:<digest> (crane digest <image> prints it)");
     }
 
-    if spec.signature.is_none() && p.signature.required {
+    if spec.signature.is_none() && p.signature.required && !spec.is_remote() {
         v.deny(
             "policy.signature",
             "spec.signature",
@@ -1062,7 +1155,10 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
         v.deny("policy.signature", "spec.signature", format!("{why}; an image that cannot be verified never runs: add spec.signature.keys, or trustedKeys to the policy"));
     }
     // SBOM attestations are verified with the server's own keys; keyless cannot be checked.
-    if p.supply_chain.require_sbom && spec.signature.as_ref().is_none_or(|s| s.keys.is_empty()) {
+    if p.supply_chain.require_sbom
+        && !spec.is_remote()
+        && spec.signature.as_ref().is_none_or(|s| s.keys.is_empty())
+    {
         v.deny("policy.sbom", "spec.signature.keys", "this namespace requires a signed SBOM: name the cosign public key (keys[].secretRef) that signed the image's SBOM attestation (cosign attest --type cyclonedx --key ...)");
     }
     if p.audit.require_signing_key && spec.audit.signing_key_secret_ref.is_none() {
@@ -1125,7 +1221,8 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
 
     for (res, max) in &p.resources.max_limits {
         let Ok(max_v) = quantity::parse_quantity(max) else { continue };
-        let mut containers = vec![("spec.resources", Some(&spec.resources), "the server")];
+        let server = (!spec.is_remote()).then_some(&spec.resources);
+        let mut containers = vec![("spec.resources", server, "the server")];
         containers.push(("spec.gateway.resources", spec.gateway.resources.as_ref(), "the gateway"));
         for (prefix, r, what) in containers {
             match r.and_then(|r| r.limits.get(res)) {
@@ -1208,6 +1305,31 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
         );
     }
     v
+}
+
+/// A remote server under a policy: its host among `remote.allowedHosts` when the policy lists
+/// hosts, or when it requires what a remote server cannot show (a signed image, an SBOM); a
+/// DNS-name host without a peer where the CNI cannot enforce host rules.
+fn remote_policy(v: &mut Verdict, spec: &MCPServerSpec, p: &MCPPolicySpec) {
+    let Some(r) = &spec.remote else { return };
+    let Ok(url) = parse_remote_url(&r.url) else { return };
+    let listed = p.remote.lists(&url.host);
+    if !listed && (p.signature.required || p.supply_chain.require_sbom) {
+        v.deny("policy.remote", "spec.remote.url", format!("this namespace requires signed images, and a remote server runs none Palisade can verify: list {} in the policy's remote.allowedHosts to accept it", url.host));
+    } else if !listed && !p.remote.allowed_hosts.is_empty() {
+        v.deny(
+            "policy.remote",
+            "spec.remote.url",
+            format!(
+                "{} is not among the remote hosts allowed here: {}",
+                url.host,
+                p.remote.allowed_hosts.join(", ")
+            ),
+        );
+    }
+    if url.address.is_none() && r.peer.is_none() && p.egress.deny_host_rules {
+        v.deny("policy.hostEgress", "spec.remote.peer", "this cluster's CNI cannot enforce DNS-name egress: set spec.remote.peer (the server's CIDR, or its pods and namespace)");
+    }
 }
 
 /// The gateway container's default limits (rendered when `spec.gateway.resources` is unset).

@@ -126,13 +126,8 @@ impl Authenticator {
             .redirect(reqwest::redirect::Policy::none())
             .https_only(true);
         if let Some(path) = &cfg.auth.oidc_ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| AuthError::Provider(format!("reading the issuer CA file: {e}")))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| AuthError::Provider(format!("issuer CA file: {e}")))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+            b = crate::upstream::reach::with_extra_roots(b, path, "the issuer's")
+                .map_err(|e| AuthError::Provider(e.to_string()))?;
         }
         let http = b.build().map_err(|e| AuthError::Provider(e.to_string()))?;
         Ok(Authenticator {

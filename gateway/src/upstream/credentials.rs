@@ -102,17 +102,8 @@ impl Credentials {
                     .redirect(reqwest::redirect::Policy::none())
                     .https_only(true);
                 if let Some(path) = &t.ca_file {
-                    let pem = std::fs::read(path).map_err(|_| {
-                        CredentialError::Config(
-                            "the token endpoint's CA file cannot be read".into(),
-                        )
-                    })?;
-                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                        CredentialError::Config("the token endpoint's CA file is not PEM".into())
-                    })?;
-                    for c in certs {
-                        b = b.add_root_certificate(c);
-                    }
+                    b = super::reach::with_extra_roots(b, path, "the token endpoint's")
+                        .map_err(|e| CredentialError::Config(e.to_string()))?;
                 }
                 let http = b.build().map_err(|e| CredentialError::Config(e.to_string()))?;
                 Source::Exchange(Box::new(Exchange {
@@ -234,13 +225,28 @@ impl Exchange {
 /// Who a connection to the server speaks for: the gateway's credentials and, for a per-user
 /// credential, the caller's current token (updated with each of their requests).
 pub struct Identity {
-    credentials: Arc<Credentials>,
-    subject: Mutex<Option<SubjectToken>>,
+    credentials: Option<Arc<Credentials>>,
+    /// Shared by the identities derived with [`Identity::with`] (one user, several servers).
+    subject: Arc<Mutex<Option<SubjectToken>>>,
 }
 
 impl Identity {
     pub fn new(credentials: Arc<Credentials>, subject: Option<SubjectToken>) -> Arc<Identity> {
-        Arc::new(Identity { credentials, subject: Mutex::new(subject) })
+        Arc::new(Identity {
+            credentials: Some(credentials),
+            subject: Arc::new(Mutex::new(subject)),
+        })
+    }
+
+    /// The user alone, without a credential of its own (a virtual server's, whose servers
+    /// each have theirs: [`Identity::with`]).
+    pub fn user(subject: Option<SubjectToken>) -> Arc<Identity> {
+        Arc::new(Identity { credentials: None, subject: Arc::new(Mutex::new(subject)) })
+    }
+
+    /// The same user with `credentials`: the caller's newest token reaches both.
+    pub fn with(&self, credentials: Arc<Credentials>) -> Arc<Identity> {
+        Arc::new(Identity { credentials: Some(credentials), subject: self.subject.clone() })
     }
 
     /// The caller's newest token (a session outlives the token it was opened with).
@@ -253,12 +259,15 @@ impl Identity {
     }
 
     pub async fn header(&self) -> Result<(HeaderName, HeaderValue), CredentialError> {
+        let Some(credentials) = &self.credentials else {
+            return Err(CredentialError::Config("no credential is configured".into()));
+        };
         let subject = self.subject.lock().ok().and_then(|s| s.clone());
-        if self.credentials.per_user() && subject.is_none() {
+        if credentials.per_user() && subject.is_none() {
             // A per-user credential for a connection opened without a user: the gateway's own.
-            return self.credentials.header(None).await;
+            return credentials.header(None).await;
         }
-        self.credentials.header(subject.as_ref()).await
+        credentials.header(subject.as_ref()).await
     }
 }
 

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::credentials::Identity;
 use super::{Bounds, UpstreamError};
@@ -59,6 +59,21 @@ pub struct HttpPipe {
     state: Arc<Mutex<HttpState>>,
     incoming: mpsc::Sender<Result<Arrival, UpstreamError>>,
     bounds: Bounds,
+    /// Why the last request could not be sent (TLS, DNS, connection), for the gateway's log:
+    /// clients are only told that the server could not be reached.
+    failure: Mutex<Option<String>>,
+}
+
+/// An error with its causes (`certificate: invalid peer certificate: UnknownIssuer`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// A bidirectional stream of JSON-RPC messages to one server connection, per transport.
@@ -71,6 +86,8 @@ pub enum Pipe {
     Http(Arc<HttpPipe>),
     /// Legacy HTTP+SSE: messages are POSTed to the endpoint the event stream named.
     Sse { out: mpsc::Sender<Value> },
+    /// A virtual server: several servers' connections behind one.
+    Virtual(Arc<super::aggregate::Aggregate>),
 }
 
 impl Pipe {
@@ -161,6 +178,7 @@ impl Pipe {
             state: Arc::new(Mutex::new(HttpState::default())),
             incoming,
             bounds,
+            failure: Mutex::new(None),
         };
         Ok((Pipe::Http(Arc::new(http)), in_rx))
     }
@@ -203,8 +221,17 @@ impl Pipe {
                 };
                 for ev in events {
                     if ev.event.as_deref() == Some("endpoint") {
-                        if let (Some(tx), Ok(u)) = (endpoint_tx.take(), base.join(ev.data.trim())) {
-                            let _ = tx.send(u.to_string());
+                        // The endpoint must be on the server's own origin: messages (and the
+                        // credential they carry) never go where the server points them.
+                        match (endpoint_tx.take(), base.join(ev.data.trim())) {
+                            (Some(tx), Ok(u)) if u.origin() == base.origin() => {
+                                let _ = tx.send(u.to_string());
+                            }
+                            (Some(_), _) => {
+                                warn!("the server announced a message endpoint on another origin");
+                                return;
+                            }
+                            (None, _) => {}
                         }
                         continue;
                     }
@@ -249,11 +276,24 @@ impl Pipe {
             Pipe::Stdio { out, .. } | Pipe::Sse { out } => {
                 out.send(msg).await.map_err(|_| UpstreamError::Closed)
             }
+            Pipe::Virtual(a) => a.send(msg).await,
+        }
+    }
+
+    /// Why the last request of a Streamable HTTP connection could not be sent, if it could not.
+    pub fn last_failure(&self) -> Option<String> {
+        match self {
+            Pipe::Http(h) => h.failure.lock().ok().and_then(|f| f.clone()),
+            Pipe::Virtual(a) => a.last_failure(),
+            _ => None,
         }
     }
 
     /// Sets the revision the Streamable HTTP transport announces in `MCP-Protocol-Version`.
     pub fn set_protocol_version(&self, rev: &str) {
+        if let Pipe::Virtual(a) = self {
+            a.set_protocol_version(rev);
+        }
         if let Pipe::Http(h) = self
             && let Ok(mut s) = h.state.lock()
         {
@@ -263,6 +303,9 @@ impl Pipe {
 
     /// Ends an HTTP session (DELETE with its id); other transports end when dropped.
     pub async fn close(&self) {
+        if let Pipe::Virtual(a) = self {
+            Box::pin(a.close()).await;
+        }
         if let Pipe::Http(h) = self {
             let (id, version) = match h.state.lock() {
                 Ok(g) => (g.session_id.clone(), g.protocol_version.clone()),
@@ -381,7 +424,13 @@ async fn post(h: &HttpPipe, msg: Value) {
     };
     let resp = match req.json(&msg).send().await {
         Ok(r) => r,
-        Err(e) => return fail(UpstreamError::Unreachable(e.to_string())).await,
+        Err(e) => {
+            let detail = with_causes(&e);
+            if let Ok(mut f) = h.failure.lock() {
+                *f = Some(detail.clone());
+            }
+            return fail(UpstreamError::Unreachable(detail)).await;
+        }
     };
     if let Some(sid) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
         && let Ok(mut s) = state.lock()
@@ -446,7 +495,11 @@ async fn post(h: &HttpPipe, msg: Value) {
             let _ = tx.send(Ok(Arrival { msg: v, on_stream_of: id.clone() })).await;
         }
         _ if !status.is_success() => {
-            fail(UpstreamError::Unreachable(format!("the server answered HTTP {status}"))).await
+            let detail = format!("the server answered HTTP {status}");
+            if let Ok(mut f) = h.failure.lock() {
+                *f = Some(detail.clone());
+            }
+            fail(UpstreamError::Unreachable(detail)).await
         }
         _ => fail(UpstreamError::Malformed("the body is not JSON-RPC".into())).await,
     }

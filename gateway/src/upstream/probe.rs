@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use palisade_core::config::GatewayConfig;
 use serde_json::{Value, json};
+use tracing::warn;
 
 use super::{Bounds, Connection, Connector, Target, UpstreamError};
 use crate::protocol::revision::{R2025_11, R2026, Rev};
@@ -29,8 +30,32 @@ pub struct ServerInfo {
     pub instructions: Option<String>,
     pub protocol_version: Option<String>,
     pub tool_count: Option<usize>,
+    /// A virtual server's names withheld from the listing (conflicts, too long), described.
+    pub withheld_names: Vec<String>,
     pub checked_at: Option<SystemTime>,
     pub last_error: Option<String>,
+}
+
+/// An answer the transport made up because the request never reached the server (TLS, DNS,
+/// connection refused): the handshake fails as unreachable, and the log says why.
+fn unreachable(session: &Connection, answer: &Value) -> Result<(), UpstreamError> {
+    let code = answer.pointer("/error/code").and_then(Value::as_i64);
+    if code != Some(crate::protocol::jsonrpc::UPSTREAM_UNAVAILABLE) {
+        return Ok(());
+    }
+    let why = session.pipe().last_failure().unwrap_or_else(|| "no detail".into());
+    warn!(error = %why, "the handshake did not reach the server");
+    Err(UpstreamError::Unreachable(why))
+}
+
+/// How many tools the server lists, and what a virtual server withheld from the listing.
+type Listing = (Option<usize>, Vec<String>);
+
+fn withheld_names(session: &Connection) -> Vec<String> {
+    match session.pipe() {
+        super::Pipe::Virtual(a) => a.withheld(),
+        _ => Vec::new(),
+    }
 }
 
 /// Revisions the gateway accepts from clients.
@@ -53,9 +78,7 @@ impl Probe<'_> {
             Duration::from_secs(u64::from(self.cfg.limits.request_timeout_seconds.min(15)));
         let mut info = ServerInfo { checked_at: Some(SystemTime::now()), ..ServerInfo::default() };
         // Without its credential the gateway sends the server nothing (and is not ready).
-        if let Some(identity) = self.connector.identity(None)
-            && let Err(e) = identity.header().await
-        {
+        if let Err(e) = self.connector.own_credentials().await {
             info.last_error = Some(UpstreamError::Credentials(e.to_string()).to_string());
             return info;
         }
@@ -65,12 +88,13 @@ impl Probe<'_> {
             && allowed.iter().any(|r| r.stateless())
         {
             match self.probe_stateless(timeout).await {
-                Ok(Some((caps, server, instructions, tools))) => {
+                Ok(Some((caps, server, instructions, (tools, withheld)))) => {
                     info.stateless = true;
                     info.capabilities = Some(caps);
                     info.server_info = server;
                     info.instructions = instructions;
                     info.tool_count = tools;
+                    info.withheld_names = withheld;
                     info.protocol_version = Some(R2026.as_str().to_string());
                 }
                 Ok(None) => {}
@@ -86,7 +110,7 @@ impl Probe<'_> {
         };
         if let Some(top) = wanted.iter().max().copied() {
             match self.probe_legacy(top, timeout).await {
-                Ok((rev, init, tools)) => {
+                Ok((rev, init, (tools, withheld))) => {
                     info.legacy = Some(rev);
                     if info.capabilities.is_none() {
                         info.capabilities = init.get("capabilities").cloned();
@@ -94,6 +118,7 @@ impl Probe<'_> {
                         info.instructions =
                             init.get("instructions").and_then(Value::as_str).map(str::to_string);
                         info.tool_count = tools;
+                        info.withheld_names = withheld;
                         info.protocol_version = Some(rev.as_str().to_string());
                     }
                 }
@@ -123,12 +148,13 @@ impl Probe<'_> {
     async fn probe_stateless(
         &self,
         timeout: Duration,
-    ) -> Result<Option<(Value, Option<Value>, Option<String>, Option<usize>)>, UpstreamError> {
+    ) -> Result<Option<(Value, Option<Value>, Option<String>, Listing)>, UpstreamError> {
         let session =
             self.connector.open(self.bounds, R2026, self.connector.identity(None)).await?;
         session.pipe().set_protocol_version(R2026.as_str());
         let meta = json!({"io.modelcontextprotocol/protocolVersion": R2026.as_str(), "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "palisade-gateway", "version": env!("CARGO_PKG_VERSION")}});
         let resp = session.call("server/discover", Some(json!({"_meta": meta})), timeout).await?;
+        unreachable(&session, &resp)?;
         let Some(result) = resp.get("result") else {
             session.close().await;
             return Ok(None);
@@ -140,10 +166,13 @@ impl Probe<'_> {
             return Ok(None);
         }
         // Argument policy needs the tools' input schemas before the first call: every page.
-        let tools = list_tools(&session, timeout).await.ok().map(|tools| {
-            self.tools.learn(&tools);
-            tools.len()
-        });
+        let tools = (
+            list_tools(&session, timeout).await.ok().map(|tools| {
+                self.tools.learn(&tools);
+                tools.len()
+            }),
+            withheld_names(&session),
+        );
         session.close().await;
         Ok(Some((
             result.get("capabilities").cloned().unwrap_or(json!({})),
@@ -157,9 +186,10 @@ impl Probe<'_> {
         &self,
         rev: Rev,
         timeout: Duration,
-    ) -> Result<(Rev, Value, Option<usize>), UpstreamError> {
+    ) -> Result<(Rev, Value, Listing), UpstreamError> {
         let session = self.connector.open(self.bounds, rev, self.connector.identity(None)).await?;
         let init = session.call("initialize", Some(gateway_initialize(rev)), timeout).await?;
+        unreachable(&session, &init)?;
         let result = init
             .get("result")
             .cloned()
@@ -172,10 +202,13 @@ impl Probe<'_> {
         session.pipe().set_protocol_version(agreed.as_str());
         session.notify("notifications/initialized", None).await?;
         // Argument policy needs the tools' input schemas before the first call: every page.
-        let tools = list_tools(&session, timeout).await.ok().map(|tools| {
-            self.tools.learn(&tools);
-            tools.len()
-        });
+        let tools = (
+            list_tools(&session, timeout).await.ok().map(|tools| {
+                self.tools.learn(&tools);
+                tools.len()
+            }),
+            withheld_names(&session),
+        );
         session.close().await;
         Ok((agreed, result, tools))
     }

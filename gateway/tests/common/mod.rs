@@ -261,6 +261,27 @@ pub async fn gateway(cfg: Value) -> Gw {
     }
 }
 
+/// Starts a gateway that is expected never to become ready, and returns its admin `/status`
+/// once it names an error.
+pub async fn unready_gateway(cfg: &Value) -> (Proc, Value) {
+    let admin = cfg["listen"]["adminAddress"].as_str().unwrap().to_string();
+    let path = scratch("unready").join("gateway.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let proc =
+        spawn(Command::new(gateway_bin()).arg("serve").arg(format!("--config={}", path.display())));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://{admin}/status")).await
+            && let Ok(v) = r.json::<Value>().await
+            && !v["lastError"].is_null()
+        {
+            return (proc, v);
+        }
+        assert!(Instant::now() < deadline, "no status naming an error from the gateway");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs a client script and parses the JSON line it prints.
 pub async fn client(program: &Path, args: &[String]) -> Value {
     let out =
@@ -290,6 +311,19 @@ pub async fn py_client(url: &str, mode: &str, token: Option<&str>) -> Value {
         mode.to_string(),
     ];
     args.extend(token.map(str::to_string));
+    client(&python(), &args).await
+}
+
+/// The official Python SDK client with a bearer token (`peers/py_auth_client.py`): its
+/// listing and the result of each `TOOL:JSON_ARGS` call.
+pub async fn py_auth_client(url: &str, token: &str, mode: &str, calls: &[&str]) -> Value {
+    let mut args = vec![
+        repo().join("gateway/tests/peers/py_auth_client.py").display().to_string(),
+        url.to_string(),
+        token.to_string(),
+        mode.to_string(),
+    ];
+    args.extend(calls.iter().map(|c| c.to_string()));
     client(&python(), &args).await
 }
 

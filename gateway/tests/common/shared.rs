@@ -125,3 +125,40 @@ impl Haproxy {
         Haproxy { url: format!("http://127.0.0.1:{port}/mcp"), _proc: proc }
     }
 }
+
+/// HAProxy terminating TLS in front of one HTTP server, as a remote MCP server looks to the
+/// gateway: a certificate for `localhost` from a CA of the test's own (`ca_file`), and any
+/// path under `/moved` answered with a 307 redirect to `redirect_to`.
+pub struct TlsFront {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    _proc: Proc,
+}
+
+impl TlsFront {
+    pub async fn start(backend_port: u16, redirect_to: &str) -> TlsFront {
+        let dir = scratch("tls-front");
+        let ca = palisade_https::ca::Authority::generate("remote CA", Duration::from_secs(3600))
+            .unwrap();
+        let leaf = ca.issue_server(&["localhost".to_string()], Duration::from_secs(3600)).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+        let site = dir.join("site.pem");
+        std::fs::write(&site, format!("{}{}", leaf.cert_pem, leaf.key_pem)).unwrap();
+        let port = free_port();
+        let cfg = format!(
+            "global\n  maxconn 256\n\
+             defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\
+             frontend tls\n  bind 127.0.0.1:{port} ssl crt {}\n\
+             \x20 http-request redirect location {redirect_to} code 307 if {{ path_beg /moved }}\n\
+             \x20 default_backend server\n\
+             backend server\n  server s 127.0.0.1:{backend_port}\n",
+            site.display()
+        );
+        let file = dir.join("haproxy.cfg");
+        std::fs::write(&file, cfg).unwrap();
+        let proc = spawn(Command::new(debian_tool("haproxy")).arg("-db").arg("-f").arg(&file));
+        wait_listening(port, "haproxy (TLS)").await;
+        TlsFront { port, ca_file, _proc: proc }
+    }
+}
