@@ -116,10 +116,12 @@ pub fn load(doc: &Document) -> Result<Option<Object>, LoadError> {
                 Some("apiVersion"),
             ));
         }
-        ("palisade.dev", "MCPServer" | "MCPPolicy") => true,
+        ("palisade.dev", "MCPServer" | "MCPPolicy" | "MCPVirtualServer") => true,
         ("palisade.dev", other) => {
             return Err(at_doc(
-                format!("unknown kind {other}; palisade.dev has MCPServer and MCPPolicy"),
+                format!(
+                    "unknown kind {other}; palisade.dev has MCPServer, MCPVirtualServer and MCPPolicy"
+                ),
                 Some("kind"),
             ));
         }
@@ -132,7 +134,7 @@ pub fn load(doc: &Document) -> Result<Option<Object>, LoadError> {
         Some(Ok(None)) | None => {
             return Err(at_doc(
                 format!(
-                    "unsupported kind {kind} ({api_version}); palisade check reviews MCPServer, MCPPolicy and workloads (Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob)"
+                    "unsupported kind {kind} ({api_version}); palisade check reviews MCPServer, MCPVirtualServer, MCPPolicy and workloads (Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob)"
                 ),
                 Some("kind"),
             ));
@@ -146,6 +148,13 @@ pub fn load(doc: &Document) -> Result<Option<Object>, LoadError> {
             }
             s.metadata.namespace.get_or_insert_with(|| "default".to_string());
             Ok(Some(Object::Server(s)))
+        }
+        Object::VirtualServer(mut v) => {
+            if unnamed(&v.metadata.name) {
+                return Err(at_doc("metadata.name is required".into(), Some("metadata.name")));
+            }
+            v.metadata.namespace.get_or_insert_with(|| "default".to_string());
+            Ok(Some(Object::VirtualServer(v)))
         }
         Object::Policy(p) if unnamed(&p.metadata.name) => {
             Err(at_doc("metadata.name is required".into(), Some("metadata.name")))
@@ -193,7 +202,24 @@ pub fn check(files: &[(String, String)], policies: &[MCPPolicy]) -> Vec<Report> 
     let schemas = CrdSchemas::new();
     // Offline, namespace labels are unknown (every given policy applies) and claimed servers
     // cannot be looked up.
-    let facts = Facts { policies: &policy_refs, schemas: Some(&schemas), ..Facts::default() };
+    // The MCPServers among the files, for the virtual servers that select them.
+    let mut servers: Vec<palisade_crds::MCPServer> = Vec::new();
+    for (_, text) in files {
+        for doc in split_documents(text) {
+            if let Ok(Some(Object::Server(s))) = load(&doc) {
+                servers.push(*s);
+            }
+        }
+    }
+    let in_namespace = |ns: &str| -> Vec<palisade_crds::MCPServer> {
+        servers.iter().filter(|s| s.metadata.namespace.as_deref() == Some(ns)).cloned().collect()
+    };
+    let facts = Facts {
+        policies: &policy_refs,
+        schemas: Some(&schemas),
+        servers: Some(&in_namespace),
+        ..Facts::default()
+    };
     let mut reports = Vec::new();
     for (file, text) in files {
         for doc in split_documents(text) {

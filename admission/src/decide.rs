@@ -20,6 +20,8 @@ pub struct Inputs<'a> {
     pub policies: &'a [&'a MCPPolicy],
     pub claimed: &'a dyn Fn(&str) -> Claimed,
     pub gateway_image: Option<&'a str>,
+    /// The MCPServers of a namespace, for virtual servers.
+    pub servers: Option<&'a crate::review::ServersOf<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,7 @@ pub fn decide(kind: &str, object: &Value, inputs: &Inputs) -> Decision {
         schemas: None,
         claimed: Some(inputs.claimed),
         gateway_image: inputs.gateway_image,
+        servers: inputs.servers,
     };
     match review(&obj, &facts) {
         Review::Verdict(v) => Decision::from_verdict(&format!("{kind} {name}"), v),

@@ -5,6 +5,7 @@
 
 use palisade_crds::mcppolicy::MCPPolicy;
 use palisade_crds::mcpserver::MCPServer;
+use palisade_crds::mcpvirtualserver::MCPVirtualServer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -30,6 +31,7 @@ pub struct LoadError {
 pub enum Object {
     Server(Box<MCPServer>),
     Policy(Box<MCPPolicy>),
+    VirtualServer(Box<MCPVirtualServer>),
     Workload {
         kind: String,
         value: Value,
@@ -46,6 +48,7 @@ impl Object {
         match self {
             Object::Server(_) => "MCPServer",
             Object::Policy(_) => "MCPPolicy",
+            Object::VirtualServer(_) => "MCPVirtualServer",
             Object::Workload { kind, .. } | Object::Other { kind, .. } => kind,
         }
     }
@@ -54,6 +57,7 @@ impl Object {
         let meta = match self {
             Object::Server(s) => s.metadata.name.clone(),
             Object::Policy(p) => p.metadata.name.clone(),
+            Object::VirtualServer(v) => v.metadata.name.clone(),
             Object::Workload { value, .. } | Object::Other { value, .. } => {
                 value.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)
             }
@@ -151,6 +155,7 @@ pub fn of_kind(kind: &str, value: &Value) -> Result<Option<Object>, LoadError> {
     Ok(Some(match kind {
         "MCPServer" => Object::Server(Box::new(parse_object(value)?)),
         "MCPPolicy" => Object::Policy(Box::new(parse_object(value)?)),
+        "MCPVirtualServer" => Object::VirtualServer(Box::new(parse_object(value)?)),
         k if workload::is_workload_kind(k) => {
             Object::Workload { kind: k.to_string(), value: value.clone() }
         }

@@ -9,7 +9,7 @@ use palisade_crds::MCP_SERVER_LABEL;
 use palisade_crds::mcppolicy::MCPPolicy;
 
 use crate::object::Object;
-use crate::rules::{mcppolicy, mcpserver, workload};
+use crate::rules::{mcppolicy, mcpserver, mcpvirtualserver, workload};
 use crate::schema::{CrdSchemas, SchemaError};
 use crate::verdict::{Verdict, Violation};
 
@@ -19,7 +19,12 @@ pub enum Claimed {
     Missing,
     /// The MCPServer exists; the digest its pods may run, if known yet.
     Digest(Option<String>),
+    /// The MCPServer is remote: its pods run the gateway alone.
+    Remote,
 }
+
+/// The MCPServers of a namespace.
+pub type ServersOf<'a> = dyn Fn(&str) -> Vec<palisade_crds::MCPServer> + 'a;
 
 /// What is known beyond the object itself.
 #[derive(Default)]
@@ -35,6 +40,8 @@ pub struct Facts<'a> {
     pub claimed: Option<&'a dyn Fn(&str) -> Claimed>,
     /// The gateway image the workload's gateway container must run, when known.
     pub gateway_image: Option<&'a str>,
+    /// The MCPServers of a namespace (for virtual servers); `None` when unknown.
+    pub servers: Option<&'a ServersOf<'a>>,
 }
 
 /// The outcome for one object.
@@ -74,6 +81,14 @@ pub fn review(obj: &Object, facts: &Facts) -> Review {
             v.merge(mcpserver::review(s, &selecting(facts.policies, facts.namespace_labels)));
             Review::Verdict(v)
         }
+        Object::VirtualServer(vs) => {
+            let mut v = structure(facts, |c| c.virtual_server(vs));
+            let ns = vs.metadata.namespace.clone().unwrap_or_default();
+            let servers = facts.servers.map(|f| f(&ns));
+            let policies = selecting(facts.policies, facts.namespace_labels);
+            v.merge(mcpvirtualserver::review(vs, servers.as_deref(), &policies));
+            Review::Verdict(v)
+        }
         Object::Policy(p) => {
             let mut v = structure(facts, |c| c.policy(p));
             v.merge(mcppolicy::review_policy(p));
@@ -88,8 +103,10 @@ pub fn review(obj: &Object, facts: &Facts) -> Review {
                     "no {MCP_SERVER_LABEL} label: not an MCP workload, not reviewed"
                 ));
             };
-            let (verified_digest, problem) = match facts.claimed.map(|f| f(&claimed)) {
-                None => (None, None),
+            let claim = facts.claimed.map(|f| f(&claimed));
+            let gateway_only = matches!(claim, Some(Claimed::Remote));
+            let (verified_digest, problem) = match claim {
+                None | Some(Claimed::Remote) => (None, None),
                 Some(Claimed::Missing) => (
                     None,
                     Some(format!(
@@ -107,6 +124,7 @@ pub fn review(obj: &Object, facts: &Facts) -> Review {
             let expect = workload::Expectations {
                 verified_digest,
                 gateway_image: facts.gateway_image.map(str::to_string),
+                gateway_only,
             };
             let mut v = workload::review_workload(value, kind, &expect).unwrap_or_default();
             if let Some(message) = problem {

@@ -6,6 +6,7 @@
 use jsonschema::Validator;
 use palisade_crds::mcppolicy::MCPPolicy;
 use palisade_crds::mcpserver::MCPServer;
+use palisade_crds::mcpvirtualserver::MCPVirtualServer;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -96,6 +97,7 @@ fn dotted(pointer: &str) -> String {
 pub struct CrdSchemas {
     server: CrdSchema,
     policy: CrdSchema,
+    virtual_server: CrdSchema,
 }
 
 impl CrdSchemas {
@@ -103,6 +105,7 @@ impl CrdSchemas {
         Ok(CrdSchemas {
             server: CrdSchema::for_kind("MCPServer")?,
             policy: CrdSchema::for_kind("MCPPolicy")?,
+            virtual_server: CrdSchema::for_kind("MCPVirtualServer")?,
         })
     }
 
@@ -111,6 +114,18 @@ impl CrdSchemas {
     pub fn server(&self, s: &MCPServer) -> Verdict {
         let mut v = Verdict::default();
         self.server.check(&typed(s), &mut v);
+        if let Err(errors) = s.validate_cel() {
+            cel_violations(
+                &mut v,
+                errors.into_vec().into_iter().map(|e| (e.field_path, e.message)),
+            );
+        }
+        v
+    }
+
+    pub fn virtual_server(&self, s: &MCPVirtualServer) -> Verdict {
+        let mut v = Verdict::default();
+        self.virtual_server.check(&typed(s), &mut v);
         if let Err(errors) = s.validate_cel() {
             cel_violations(
                 &mut v,

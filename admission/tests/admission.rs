@@ -17,7 +17,7 @@ fn inputs<'a>(
     claimed: &'a dyn Fn(&str) -> Claimed,
     labels: Option<&'a BTreeMap<String, String>>,
 ) -> Inputs<'a> {
-    Inputs { namespace_labels: labels, policies: &[], claimed, gateway_image: None }
+    Inputs { namespace_labels: labels, policies: &[], claimed, gateway_image: None, servers: None }
 }
 
 #[test]

@@ -204,6 +204,7 @@ fn rendered_workloads_pass_workload_admission() {
         let expect = workload::Expectations {
             verified_digest: Some(digest),
             gateway_image: Some(opts.gateway_image.clone()),
+            gateway_only: false,
         };
         let v = workload::review_workload(&value, "Deployment", &expect).expect("labelled");
         assert!(v.allowed(), "{file}: {}", v.message());
@@ -226,6 +227,28 @@ fn rendered_workloads_pass_workload_admission() {
             .remove(palisade_crds::MCP_SERVER_LABEL);
         assert!(workload::review_workload(&value, "Deployment", &expect).is_none());
     }
+}
+
+#[test]
+fn a_remote_servers_workload_runs_the_gateway_alone() {
+    let mut s = example("remote-https.yaml");
+    s.metadata.uid = Some("uid".into());
+    let opts = palisade_render::RenderOptions::default();
+    let r = palisade_render::render(&s, &opts).unwrap();
+    let mut value = serde_json::to_value(&r.deployment).unwrap();
+    let expect = workload::Expectations {
+        verified_digest: None,
+        gateway_image: Some(opts.gateway_image.clone()),
+        gateway_only: true,
+    };
+    let v = workload::review_workload(&value, "Deployment", &expect).expect("labelled");
+    assert!(v.allowed(), "{}", v.message());
+    // A container beside the gateway, even pinned by digest, is refused.
+    let mut extra = value["spec"]["template"]["spec"]["containers"][0].clone();
+    extra["name"] = "sidekick".into();
+    value["spec"]["template"]["spec"]["containers"].as_array_mut().unwrap().push(extra);
+    let v = workload::review_workload(&value, "Deployment", &expect).unwrap();
+    assert!(v.violations.iter().any(|x| x.rule == "workload.remoteServer"), "{}", v.message());
 }
 
 /// Hole 6: a policy can require signed audit checkpoints.
@@ -403,4 +426,57 @@ fn remote_servers_meet_the_policies_that_cannot_check_an_image() {
     metadata_peer.spec.remote.as_mut().unwrap().peer.as_mut().unwrap().cidr =
         Some("169.254.169.254/32".into());
     assert!(!mcpserver::review(&metadata_peer, &[]).allowed());
+}
+
+#[test]
+fn a_virtual_server_refuses_names_its_servers_would_share() {
+    use palisade_admission::rules::mcpvirtualserver;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/virtual.yaml");
+    let vs: palisade_crds::MCPVirtualServer =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let servers = vec![example("everything-http.yaml"), example("remote-https.yaml")];
+    let v = mcpvirtualserver::review(&vs, Some(&servers), &[]);
+    assert!(v.allowed(), "{}", v.message());
+    // Both list a tool named echo: without prefixes, refused, naming both.
+    let mut tickets = example("remote-https.yaml");
+    tickets.spec.tools.push(palisade_core::spec::ToolPolicy {
+        name: "echo".into(),
+        ..serde_json::from_value(serde_json::json!({"name": "echo", "effect": "read"})).unwrap()
+    });
+    let servers = vec![example("everything-http.yaml"), tickets];
+    let mut never = vs.clone();
+    never.spec.naming.prefix = palisade_core::spec::PrefixMode::Never;
+    never.spec.tools.clear();
+    let v = mcpvirtualserver::review(&never, Some(&servers), &[]);
+    assert!(v.has("virtual.nameConflict", "spec.naming.prefix"), "{}", v.message());
+    assert!(
+        v.message().contains("echo is listed by everything/echo and tickets/echo"),
+        "{}",
+        v.message()
+    );
+    let mut on_conflict = never.clone();
+    on_conflict.spec.naming.prefix = palisade_core::spec::PrefixMode::OnConflict;
+    assert!(mcpvirtualserver::review(&on_conflict, Some(&servers), &[]).allowed());
+    // Too long with Refuse; announced with Shorten.
+    let mut short = vs.clone();
+    short.spec.naming.max_length = 16;
+    short.spec.naming.long_names = palisade_core::spec::LongNames::Refuse;
+    let v = mcpvirtualserver::review(&short, Some(&servers), &[]);
+    assert!(v.has("virtual.nameLength", "spec.naming.maxLength"), "{}", v.message());
+    short.spec.naming.long_names = palisade_core::spec::LongNames::Shorten;
+    let v = mcpvirtualserver::review(&short, Some(&servers), &[]);
+    assert!(!v.has("virtual.nameLength", "spec.naming.maxLength"));
+    assert!(v.warnings.iter().any(|w| w.contains("cut to 16 characters")), "{:?}", v.warnings);
+    // Two servers under one prefix; a server without OIDC.
+    let mut same = vs.clone();
+    same.spec.servers[1].prefix = Some("everything".into());
+    assert!(mcpvirtualserver::review(&same, None, &[]).has("virtual.prefix", "spec.servers"));
+    let mut no_oidc = example("everything-http.yaml");
+    no_oidc.spec.auth.oidc = None;
+    let v = mcpvirtualserver::review(&vs, Some(&[no_oidc]), &[]);
+    assert!(v.has("virtual.members", "spec.servers"), "{}", v.message());
+    // The gateway baseline holds for the virtual server's own settings too.
+    let mut open = vs.clone();
+    open.spec.auth.oidc.as_mut().unwrap().issuer = "http://login.example.com".into();
+    assert!(!mcpvirtualserver::review(&open, None, &[]).allowed());
 }

@@ -5,6 +5,7 @@
 
 pub mod mcppolicy;
 pub mod mcpserver;
+pub mod mcpvirtualserver;
 pub mod quantity;
 pub mod reference;
 
@@ -13,6 +14,7 @@ use kube::CustomResourceExt;
 
 pub use mcppolicy::{MCPPolicy, MCPPolicySpec};
 pub use mcpserver::{MCPServer, MCPServerSpec, MCPServerStatus, Transport};
+pub use mcpvirtualserver::{MCPVirtualServer, MCPVirtualServerSpec, MCPVirtualServerStatus};
 
 pub const GROUP: &str = "palisade.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -21,6 +23,10 @@ pub const API_VERSION: &str = "palisade.dev/v1alpha1";
 /// Label that marks a workload as an MCP server (set by the operator; required on any
 /// hand-made MCP workload in an enforced namespace, where admission checks it).
 pub const MCP_SERVER_LABEL: &str = "palisade.dev/mcp-server";
+
+/// Label of a virtual server's gateway pods (never `palisade.dev/mcp-server`: they run no
+/// server of their own). Servers admit them with an ingress peer selecting it.
+pub const VIRTUAL_SERVER_LABEL: &str = "palisade.dev/mcp-virtual-server";
 
 /// UID (and GID) MCP servers run as unless the spec names another non-zero UID (distroless
 /// "nonroot").
@@ -40,6 +46,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("palisade.dev_mcpservers.yaml", MCPServer::crd()),
         ("palisade.dev_mcppolicies.yaml", MCPPolicy::crd()),
+        ("palisade.dev_mcpvirtualservers.yaml", MCPVirtualServer::crd()),
     ]
 }
 

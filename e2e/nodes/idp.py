@@ -6,7 +6,13 @@ usage: idp.py serve DIR ADDRESS PORT     generate a CA, a server certificate for
        idp.py token DIR SUBJECT AUDIENCE print a token for SUBJECT (scope mcp:tools, 1 hour)
 
 DIR/ca.pem is the CA a gateway needs to fetch the JWKS (spec.auth.oidcCASecretRef).
+
+POST /token is an OAuth 2.0 token endpoint for one client (`palisade-exchange`, secret in
+DIR/client-secret, HTTP Basic): RFC 8693 token exchange (the subject token must be one of this
+issuer's, signature and expiry checked; the new token keeps its subject, names the client in
+`act` and carries the requested audience and scope) and client_credentials.
 """
+import base64
 import datetime
 import http.server
 import json
@@ -14,6 +20,7 @@ import os
 import ssl
 import sys
 import time
+import urllib.parse
 
 import jwt
 from cryptography import x509
@@ -69,7 +76,54 @@ def serve(d: str, address: str, port: int) -> None:
     discovery = {"issuer": issuer, "jwks_uri": f"{issuer}/jwks",
                  "authorization_endpoint": f"{issuer}/authorize", "token_endpoint": f"{issuer}/token"}
 
+    client_secret = base64.urlsafe_b64encode(os.urandom(18)).decode()
+    with open(f"{d}/client-secret", "w") as f:
+        f.write(client_secret)
+    public = signing.public_key()
+
+    def issue(form: dict) -> tuple[int, dict]:
+        grant = form.get("grant_type", "")
+        scope = form.get("scope", "")
+        audience = form.get("audience", "")
+        if grant == "urn:ietf:params:oauth:grant-type:token-exchange":
+            try:
+                claims = jwt.decode(form.get("subject_token", ""), public, algorithms=["ES256"],
+                                    issuer=issuer, options={"verify_aud": False})
+            except jwt.PyJWTError:
+                return 400, {"error": "invalid_grant"}
+            subject, act = claims["sub"], {"sub": "palisade-exchange"}
+        elif grant == "client_credentials":
+            subject, act = "palisade-exchange", None
+        else:
+            return 400, {"error": "unsupported_grant_type"}
+        now = int(time.time())
+        issued = {"iss": issuer, "sub": subject, "aud": audience, "iat": now, "nbf": now - 5,
+                  "exp": now + 600, "scope": scope}
+        if act:
+            issued["act"] = act
+        token = jwt.encode(issued, signing, algorithm="ES256", headers={"kid": "k1"})
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 600,
+                     "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"}
+
     class Handler(http.server.BaseHTTPRequestHandler):
+        def reply(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):  # noqa: N802
+            if self.path != "/token":
+                return self.reply(404, {"error": "not_found"})
+            expected = "Basic " + base64.b64encode(f"palisade-exchange:{client_secret}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                return self.reply(401, {"error": "invalid_client"})
+            length = min(int(self.headers.get("Content-Length", "0")), 65536)
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            self.reply(*issue(form))
+
         def do_GET(self):  # noqa: N802
             body = {"/.well-known/openid-configuration": discovery, "/jwks": jwks}.get(self.path)
             if body is None:

@@ -503,6 +503,89 @@ async fn remote_server_proxied(cluster: &Cluster, ns: &str, idp: &Idp) {
     println!("remote server proxied: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
+/// A virtual server on the real node, over the `everything` and `python-sse` servers: through
+/// the chart's webhook (a name the servers share is refused without prefixes), reconciled by
+/// the operator into a gateway-only pod; the official Python SDK client sees each user's
+/// prefixed tools (the virtual server's roles, then each server's own for the same user, via
+/// a token exchanged at the IdP), calls a tool of each server, and the status names them.
+async fn virtual_server_over_two(cluster: &Cluster, ns: &str, idp: &Idp) {
+    let t0 = Instant::now();
+    let secret = std::fs::read_to_string(idp.dir.join("client-secret")).unwrap();
+    let literal = format!("--from-literal=secret={secret}");
+    k(cluster, &["create", "secret", "generic", "idp-exchange", "-n", ns, &literal]).await;
+    let port = idp.port.to_string();
+    let yaml = |prefix: &str| {
+        server_yaml(
+            "virtual.yaml",
+            &[
+                ("NAMESPACE", ns),
+                ("ISSUER", &idp.issuer),
+                ("NODE_IP", NODE_IP),
+                ("IDP_PORT", &port),
+                ("PREFIX", prefix),
+            ],
+        )
+    };
+    // Without prefixes both servers' echo would be one name: refused at admission.
+    let (ok, out) = kubectl(cluster, &["apply", "-f", "-"], Some(&yaml("Never"))).await.unwrap();
+    assert!(!ok, "a shared name without prefixes was admitted: {out}");
+    assert!(out.contains("echo is listed by everything/echo and python-sse/echo"), "{out}");
+    apply(cluster, &yaml("Always")).await;
+    let ready = eventually(WAIT, "virtual server front Ready", || async {
+        let s = k_json(cluster, &["get", "mcpvirtualserver", "-n", ns, "front"]).await;
+        let c = s["status"]["conditions"].as_array()?;
+        c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True").then_some(s)
+    })
+    .await;
+    let status = match ready {
+        Ok(s) => s,
+        Err(_) => {
+            let s = k(cluster, &["get", "mcpvirtualserver", "-n", ns, "front", "-o", "yaml"]).await;
+            let pods = k(cluster, &["get", "pods", "-n", ns, "-o", "wide"]).await;
+            let logs = k(cluster, &["logs", "-n", ns, "deployment/front", "-c", "gateway"]).await;
+            panic!("front not Ready:\n{s}\n{pods}\n{logs}");
+        }
+    };
+    assert_eq!(status["status"]["servers"], "everything=every,python-sse=py", "{status}");
+    let pods =
+        k_json(cluster, &["get", "pods", "-n", ns, "-l", "palisade.dev/mcp-virtual-server=front"])
+            .await;
+    for pod in pods["items"].as_array().unwrap() {
+        let names: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["gateway"]);
+    }
+
+    let ca = gateway_ca(cluster, ns, "front", &idp.dir).await;
+    let url = format!("https://front.{ns}.svc:8443/mcp");
+    let alice = idp.token("alice", "https://mcp.e2e.test/front");
+    let calls = [r#"every_echo:{"message":"to every"}"#, r#"py_echo:{"message":"to py"}"#];
+    let report = client(&url, &alice, &ca, &calls).await;
+    assert_eq!(report["tools"], serde_json::json!(["every_echo", "py_echo"]), "{report}");
+    for (tool, text) in [("every_echo", "to every"), ("py_echo", "to py")] {
+        let r = &report["calls"][tool];
+        assert!(r["error"] == false && r["text"].as_str().unwrap().contains(text), "{report}");
+    }
+    // bob: the virtual server grants both echoes, but only python-sse grants him anything.
+    let bob = idp.token("bob", "https://mcp.e2e.test/front");
+    let report = client(&url, &bob, &ca, &[r#"py_echo:{"message":"bob"}"#]).await;
+    assert_eq!(report["tools"], serde_json::json!(["py_echo"]), "{report}");
+    assert_eq!(report["calls"]["py_echo"]["error"], false, "{report}");
+    // Each server saw alice herself (an exchanged token), under its own tool name.
+    let logs = k(cluster, &["logs", "-n", ns, "deployment/python-sse", "-c", "gateway"]).await;
+    assert!(
+        logs.lines().any(|l| l.starts_with('{')
+            && l.contains("\"principal\":\"alice\"")
+            && l.contains("\"name\":\"echo\"")),
+        "python-sse's audit has alice's echo:\n{logs}"
+    );
+    println!("virtual server over two servers: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
 fn target_pod_yaml(ns: &str, image: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -679,6 +762,7 @@ async fn palisade_on_a_real_node() {
 
     tool_definitions_pinned(cluster, &ns, &rug_yaml, &idp).await;
     remote_server_proxied(cluster, &ns, &idp).await;
+    virtual_server_over_two(cluster, &ns, &idp).await;
 
     // --- Hardening, observed from inside the running containers ---------------------------------
     let pod = server_pods(cluster, &ns, "everything").await.remove(0);

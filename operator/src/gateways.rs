@@ -28,7 +28,8 @@ pub enum Report {
 }
 
 pub trait Gateways: Send + Sync {
-    fn status<'a>(&'a self, namespace: &'a str, server: &'a str) -> BoxFuture<'a, Report>;
+    /// What the ready gateways among the pods `selector` (a label selector) selects say.
+    fn status<'a>(&'a self, namespace: &'a str, selector: &'a str) -> BoxFuture<'a, Report>;
 }
 
 /// The gateways' admin ports, found through the server's ready pods.
@@ -59,11 +60,10 @@ fn ready_ip(pod: &Pod) -> Option<String> {
 }
 
 impl Gateways for AdminPorts {
-    fn status<'a>(&'a self, namespace: &'a str, server: &'a str) -> BoxFuture<'a, Report> {
+    fn status<'a>(&'a self, namespace: &'a str, selector: &'a str) -> BoxFuture<'a, Report> {
         Box::pin(async move {
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-            let selector = format!("{}={server}", palisade_crds::MCP_SERVER_LABEL);
-            let listed = match pods.list(&ListParams::default().labels(&selector)).await {
+            let listed = match pods.list(&ListParams::default().labels(selector)).await {
                 Ok(l) => l,
                 Err(e) => return Report::Unreachable(format!("cannot list the gateway pods: {e}")),
             };

@@ -20,3 +20,4 @@ pub mod run;
 pub mod sbom;
 pub mod signature;
 pub mod status;
+pub mod virtual_server;

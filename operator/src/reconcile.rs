@@ -230,9 +230,9 @@ async fn pin_image(
 
 /// Makes sure the gateway's serving certificate exists, is signed by the current CA, covers
 /// the Service names and is not about to expire.
-async fn ensure_tls_secret(
+pub(crate) async fn ensure_tls_secret(
     ctx: &Context,
-    server: &MCPServer,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     ns: &str,
     name: &str,
 ) -> Result<(), Error> {
@@ -274,7 +274,7 @@ async fn ensure_tls_secret(
     secret.metadata.name = Some(secret_name.clone());
     secret.metadata.namespace = Some(ns.to_string());
     secret.metadata.labels = Some(palisade_render::standard_labels(name));
-    secret.metadata.owner_references = server.controller_owner_ref(&()).map(|o| vec![o]);
+    secret.metadata.owner_references = owner.map(|o| vec![o]);
     let mut value = serde_json::to_value(&secret)?;
     value["apiVersion"] = json!("v1");
     value["kind"] = json!("Secret");
@@ -359,6 +359,18 @@ async fn apply_children(
         Ok(r) => r,
         Err(e) => return Ok(Err(Blocker::Render(e.to_string()))),
     };
+    apply_objects(ctx, ns, &rendered).await?;
+    let uid = server.metadata.uid.clone().unwrap_or_default();
+    prune_pdb(ctx, &rendered, ns, name, &uid).await?;
+    Ok(Ok(rendered.config_hash))
+}
+
+/// Applies every rendered object that differs from the cached one.
+pub(crate) async fn apply_objects(
+    ctx: &Context,
+    ns: &str,
+    rendered: &palisade_render::Rendered,
+) -> Result<(), Error> {
     for obj in rendered.objects()? {
         let kind = obj.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string();
         let child =
@@ -377,19 +389,29 @@ async fn apply_children(
             Err(e) => return Err(e.into()),
         }
     }
-    let uid = server.metadata.uid.clone().unwrap_or_default();
+    Ok(())
+}
+
+/// Deletes the PodDisruptionBudget the rendering no longer has.
+pub(crate) async fn prune_pdb(
+    ctx: &Context,
+    rendered: &palisade_render::Rendered,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), Error> {
     let pdb_cached = ctx.caches.pdbs.get(&ObjectRef::new(name).within(ns)).is_some();
     if rendered.pod_disruption_budget.is_none() && pdb_cached {
         prune(
             ctx,
             Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), ns),
             name,
-            &uid,
+            uid,
             "PodDisruptionBudget",
         )
         .await?;
     }
-    Ok(Ok(rendered.config_hash))
+    Ok(())
 }
 
 /// A stored object that the types cannot read (e.g. written under another CRD version): report
@@ -597,7 +619,7 @@ async fn apply_gateway(
     p: &mut Progress,
 ) -> Result<(), Error> {
     if server.spec.gateway.tls_secret_name.is_none() {
-        ensure_tls_secret(ctx, server, ns, name).await?;
+        ensure_tls_secret(ctx, server.controller_owner_ref(&()), ns, name).await?;
     }
     let desired = if stop { scaled_to_zero(server) } else { server.clone() };
     match apply_children(ctx, &desired, ns, name, digest).await? {
@@ -627,7 +649,7 @@ async fn record(
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let gateways = if ready > 0 && p.blocker.is_none() {
-        Some(ctx.gateways.status(ns, name).await)
+        Some(ctx.gateways.status(ns, &format!("{}={name}", palisade_crds::MCP_SERVER_LABEL)).await)
     } else {
         None
     };

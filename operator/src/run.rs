@@ -20,13 +20,13 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
-use palisade_crds::MCPPolicy;
+use palisade_crds::{MCPPolicy, MCPVirtualServer};
 use palisade_render::{FqdnPolicy, RenderOptions};
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
-use crate::{gateways, registry, signature};
+use crate::{gateways, registry, signature, virtual_server};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -352,6 +352,42 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         }
     };
 
+    // Virtual servers: their own controller, on the same caches; a change to any MCPServer
+    // re-checks the virtual servers of its namespace.
+    let virtuals = {
+        let api: Api<MCPVirtualServer> = Api::all(client.clone());
+        let vc = Controller::new(api, watcher::Config::default())
+            .with_config(ControllerConfig::default().concurrency(args.concurrency));
+        let vstore = vc.store();
+        let server_api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let vc = vc.watches_with(server_api, ar.clone(), watcher::Config::default(), move |s| {
+            let value = serde_json::to_value(&s).unwrap_or_default();
+            virtual_server::of_namespace(&vstore, &value)
+        });
+        let vctx =
+            Arc::new(virtual_server::VirtualContext { ctx: ctx.clone(), servers: store.clone() });
+        let (vstop_tx, vstop_rx) = tokio::sync::watch::channel(false);
+        let vstop = async move {
+            let mut rx = vstop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let task = tokio::spawn(
+            vc.graceful_shutdown_on(vstop)
+                .run(virtual_server::reconcile, virtual_server::error_policy, vctx)
+                .for_each(|res| async move {
+                    if let Err(kube::runtime::controller::Error::ObjectNotFound(_)) = res {
+                        return;
+                    }
+                    if let Err(e) = res
+                        && !matches!(e, kube::runtime::controller::Error::ReconcilerFailed(..))
+                    {
+                        warn!(error = %e, "virtual-server controller");
+                    }
+                }),
+        );
+        (vstop_tx, task)
+    };
+
     ready.store(true, Ordering::Relaxed);
     info!("operator started");
     controller
@@ -367,6 +403,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             }
         })
         .await;
+    let _ = virtuals.0.send(true);
+    let _ = virtuals.1.await;
     depth_task.abort();
     ns_cache.abort();
     metrics.leader.set(0);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use palisade_crds::{MCP_SERVER_LABEL, MCPServer};
+use palisade_crds::{MCP_SERVER_LABEL, MCPServer, VIRTUAL_SERVER_LABEL};
 
 use crate::OFFLINE_UID;
 
@@ -11,6 +11,15 @@ use crate::OFFLINE_UID;
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MCP_SERVER_LABEL.to_string(), name.to_string()),
+        ("app.kubernetes.io/instance".to_string(), name.to_string()),
+    ])
+}
+
+/// Labels that select the pods of one MCPVirtualServer: a key of their own, so that they
+/// never select (or claim) an MCPServer's pods.
+pub fn virtual_selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (VIRTUAL_SERVER_LABEL.to_string(), name.to_string()),
         ("app.kubernetes.io/instance".to_string(), name.to_string()),
     ])
 }
@@ -38,15 +47,27 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    pub fn new(server: &MCPServer, name: &str, namespace: &str) -> Meta {
+    /// Objects of `server`, owned by the object of kind `owner_kind` (the server itself, or
+    /// the virtual server it was made from) with the server's UID.
+    pub fn new(server: &MCPServer, name: &str, namespace: &str, owner_kind: &str) -> Meta {
+        let (mut labels, selector) = if owner_kind == "MCPVirtualServer" {
+            let mut labels = standard_labels(name);
+            labels.remove(MCP_SERVER_LABEL);
+            labels.extend(virtual_selector_labels(name));
+            labels.insert("app.kubernetes.io/component".into(), "mcp-virtual-server".into());
+            (labels, virtual_selector_labels(name))
+        } else {
+            (standard_labels(name), selector_labels(name))
+        };
+        labels.extend(selector.clone());
         Meta {
             name: name.to_string(),
             namespace: namespace.to_string(),
-            labels: standard_labels(name),
-            selector: selector_labels(name),
+            labels,
+            selector,
             owner: OwnerReference {
                 api_version: palisade_crds::API_VERSION.to_string(),
-                kind: "MCPServer".to_string(),
+                kind: owner_kind.to_string(),
                 name: name.to_string(),
                 uid: server.metadata.uid.clone().unwrap_or_else(|| OFFLINE_UID.to_string()),
                 controller: Some(true),

@@ -5,6 +5,7 @@ mod gateway_config;
 mod labels;
 mod network;
 mod pod;
+mod virtual_server;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 pub use gateway_config::gateway_config;
 pub use labels::{selector_labels, standard_labels};
 pub use network::METADATA_EXCLUSION_NOTE;
+pub use virtual_server::{member_endpoints, render_virtual};
 
 /// Ports and paths of the gateway container; the admin port never serves MCP.
 pub const GATEWAY_PORT: i32 = 8443;
@@ -131,6 +133,8 @@ pub enum RenderError {
     ImageOrRemote,
     #[error("spec.remote: {0}")]
     BadRemote(String),
+    #[error("{0}")]
+    BadMember(String),
     #[error("gateway image {0:?} must be pinned by digest")]
     GatewayImageNotPinned(String),
     #[error("spec.egress[{index}].cidr: {message}")]
@@ -234,24 +238,58 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Renders every object for `server`.
 pub fn render(server: &MCPServer, opts: &RenderOptions) -> Result<Rendered, RenderError> {
+    let image = pinned_image(server, opts.resolved_digest.as_deref())?;
+    assemble(server, opts, image, &Shape::default())
+}
+
+/// What differs between the objects of a server and those of a virtual server, which are
+/// rendered from a server-shaped spec of the same settings.
+#[derive(Default)]
+pub(crate) struct Shape {
+    /// The owner's kind (`MCPServer` unless given).
+    pub owner_kind: Option<&'static str>,
+    /// The gateway's upstream, when it is not the spec's own.
+    pub upstream: Option<palisade_core::config::Upstream>,
+    /// Egress rules beyond the spec's.
+    pub egress: Vec<k8s_openapi::api::networking::v1::NetworkPolicyEgressRule>,
+}
+
+pub(crate) fn assemble(
+    server: &MCPServer,
+    opts: &RenderOptions,
+    image: Option<String>,
+    shape: &Shape,
+) -> Result<Rendered, RenderError> {
     let name = server.metadata.name.as_deref().ok_or(RenderError::MissingMetadata("name"))?;
     let namespace =
         server.metadata.namespace.as_deref().ok_or(RenderError::MissingMetadata("namespace"))?;
-    let image = pinned_image(server, opts.resolved_digest.as_deref())?;
     if ImageRef::parse(&opts.gateway_image)?.digest.is_none() {
         return Err(RenderError::GatewayImageNotPinned(opts.gateway_image.clone()));
     }
 
     let mut gateway_config = gateway_config(server, name, namespace);
+    if let Some(upstream) = &shape.upstream {
+        // An upstream given by the shape (a virtual server's) carries its own credentials.
+        gateway_config.upstream = upstream.clone();
+        gateway_config.upstream_auth = None;
+    }
     gateway_config.tracing = opts.tracing.as_ref().map(|t| palisade_core::config::TracingConfig {
         otlp_endpoint: t.otlp_endpoint.clone(),
         sample_ratio: t.sample_ratio,
     });
     let config_json = serde_json::to_string_pretty(&gateway_config)?;
     let config_hash = sha256_hex(config_json.as_bytes());
-    let meta = labels::Meta::new(server, name, namespace);
+    let meta = labels::Meta::new(server, name, namespace, shape.owner_kind.unwrap_or("MCPServer"));
 
-    let network_policies = network::network_policies(server, &meta, opts)?;
+    let mut network_policies = network::network_policies(server, &meta, opts)?;
+    if let Some(egress) = network_policies
+        .iter_mut()
+        .find(|n| n.metadata.name.as_deref() == Some(names::egress_policy(name).as_str()))
+        .and_then(|n| n.spec.as_mut())
+        .and_then(|s| s.egress.as_mut())
+    {
+        egress.extend(shape.egress.iter().cloned());
+    }
     let cilium_policy = match opts.fqdn_policy {
         FqdnPolicy::Cilium => Some(network::cilium_fqdn_policy(server, &meta, opts)),
         FqdnPolicy::None => None,

@@ -353,7 +353,7 @@ fn ingress_allows_only_the_gateway_port_and_only_from_declared_peers() {
     let r = render(&s, &RenderOptions::default()).unwrap();
     let ingress = r.network_policies[1].spec.clone().unwrap().ingress.unwrap();
     assert_eq!(ingress.len(), 2);
-    assert_eq!(ingress[0].from.as_ref().unwrap().len(), 1);
+    assert_eq!(ingress[0].from.as_ref().unwrap().len(), 2, "the agents and the virtual server");
     let port = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
         rule.ports.as_ref().unwrap()[0].port.clone().unwrap()
     };
@@ -822,4 +822,76 @@ fn a_spec_with_both_or_neither_of_image_and_remote_does_not_render() {
     let mut neither = example("everything-http.yaml");
     neither.spec.image = None;
     assert!(matches!(render(&neither, &RenderOptions::default()), Err(RenderError::ImageOrRemote)));
+}
+
+fn virtual_server() -> palisade_crds::MCPVirtualServer {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/virtual.yaml");
+    let mut vs: palisade_crds::MCPVirtualServer =
+        serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    vs.metadata.uid = Some("9a1c0b52-0d3e-4f57-8d8a-2b3c4d5e6f70".into());
+    vs
+}
+
+#[test]
+fn a_virtual_server_is_a_gateway_over_its_servers_gateways() {
+    let vs = virtual_server();
+    let members = vec![example("remote-https.yaml"), example("everything-http.yaml")];
+    let r = render_virtual(&vs, &members, &RenderOptions::default()).unwrap();
+    let p = pod(&r);
+    assert_eq!(p.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["gateway"]);
+    assert!(pss::check_pod_spec(&p, None, "spec").allowed());
+    // Owned by the virtual server; labelled as one (never as an MCPServer's pods).
+    let owner = &r.deployment.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("MCPVirtualServer", "support"));
+    let labels = r.deployment.metadata.labels.clone().unwrap();
+    assert_eq!(
+        labels.get(palisade_crds::VIRTUAL_SERVER_LABEL).map(String::as_str),
+        Some("support")
+    );
+    assert!(!labels.contains_key(palisade_crds::MCP_SERVER_LABEL));
+    // The upstream: each server's gateway by its Service, Palisade's CA, a token for its
+    // audience; no gateway-wide upstream credential.
+    let palisade_core::config::Upstream::Virtual { members: m, naming } =
+        &r.gateway_config.upstream
+    else {
+        panic!("{:?}", r.gateway_config.upstream)
+    };
+    assert_eq!(naming.prefix, palisade_core::spec::PrefixMode::Always);
+    let names: Vec<_> = m.iter().map(|x| (x.name.as_str(), x.prefix.as_str())).collect();
+    assert_eq!(names, [("everything", "everything"), ("tickets", "tickets")], "sorted by name");
+    assert_eq!(m[0].url, "https://everything.mcp-demo.svc.cluster.local:8443/mcp");
+    assert_eq!(m[0].ca_file.as_deref(), Some("/etc/palisade/tls/ca.crt"));
+    let Some(palisade_core::config::UpstreamAuthConfig::TokenExchange(x)) = &m[1].upstream_auth
+    else {
+        panic!("{:?}", m[1].upstream_auth)
+    };
+    assert_eq!(x.audience.as_deref(), Some("https://mcp.example.com/tickets"));
+    assert_eq!(x.client_secret_file, "/etc/palisade/upstream/client-secret");
+    assert!(r.gateway_config.upstream_auth.is_none());
+    // Egress: the servers' pods on the gateway port.
+    let egress = r.network_policies[2].spec.clone().unwrap().egress.unwrap();
+    let to_servers = egress
+        .iter()
+        .find_map(|e| {
+            let sel = e.to.as_ref()?[0].pod_selector.as_ref()?.match_expressions.as_ref()?;
+            Some((sel[0].clone(), e.ports.clone().unwrap()))
+        })
+        .unwrap();
+    assert_eq!(to_servers.0.key, palisade_crds::MCP_SERVER_LABEL);
+    assert_eq!(to_servers.0.values, Some(vec!["everything".to_string(), "tickets".to_string()]));
+    assert_eq!(
+        to_servers.1[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8443))
+    );
+    // No servers, or one without OIDC: nothing rendered.
+    assert!(matches!(
+        render_virtual(&vs, &[], &RenderOptions::default()),
+        Err(RenderError::BadMember(_))
+    ));
+    let mut no_oidc = example("everything-http.yaml");
+    no_oidc.spec.auth.oidc = None;
+    assert!(matches!(
+        render_virtual(&vs, &[no_oidc], &RenderOptions::default()),
+        Err(RenderError::BadMember(m)) if m.contains("no OIDC")
+    ));
 }

@@ -186,13 +186,28 @@ async fn review(
                     .get(&ObjectRef::new_with(name, state.server_resource.clone()).within(&ns))
                 {
                     None => Claimed::Missing,
-                    Some(s) => Claimed::Digest(
-                        serde_json::to_value(s.as_ref())
-                            .ok()
-                            .and_then(|v| decide::server_digest(&v)),
-                    ),
+                    Some(s) => match serde_json::to_value(s.as_ref()) {
+                        Ok(v) if v.pointer("/spec/remote").is_some_and(|r| !r.is_null()) => {
+                            Claimed::Remote
+                        }
+                        v => Claimed::Digest(v.ok().and_then(|v| decide::server_digest(&v))),
+                    },
+                };
+                let servers_in = |ns: &str| -> Vec<palisade_crds::MCPServer> {
+                    state
+                        .servers
+                        .state()
+                        .iter()
+                        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+                        .filter_map(|s| {
+                            serde_json::to_value(s.as_ref())
+                                .ok()
+                                .and_then(|v| serde_json::from_value(v).ok())
+                        })
+                        .collect()
                 };
                 let inputs = Inputs {
+                    servers: Some(&servers_in),
                     namespace_labels: labels.as_ref(),
                     policies: &refs,
                     claimed: &claimed,

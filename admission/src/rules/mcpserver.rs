@@ -212,17 +212,28 @@ pub fn baseline(server: &MCPServer, allow: &Allowances) -> Verdict {
     identity(&mut v, spec);
     env(&mut v, spec);
     mounts(&mut v, spec);
+    upstream_auth(&mut v, spec);
+    signature(&mut v, server, allow);
+    v.merge(gateway_baseline(spec, allow));
+    v
+}
+
+/// The baseline of what a gateway enforces, whatever is behind it (a server, or the servers of
+/// a virtual server, whose settings are checked in the shape of a server's).
+pub fn gateway_baseline(spec: &MCPServerSpec, allow: &Allowances) -> Verdict {
+    let mut v = Verdict::default();
     protocol(&mut v, spec);
     authentication(&mut v, spec);
-    upstream_auth(&mut v, spec);
     authorization(&mut v, spec);
     tools(&mut v, spec);
     limits(&mut v, spec);
     audit(&mut v, spec);
-    signature(&mut v, server, allow);
     egress(&mut v, spec, allow);
     ingress(&mut v, spec);
     shared_state(&mut v, spec);
+    if let Some(gw) = &spec.gateway.resources {
+        container_resources(&mut v, gw, "spec.gateway.resources", "the gateway");
+    }
     v
 }
 
@@ -495,9 +506,6 @@ fn container_resources(v: &mut Verdict, r: &Resources, prefix: &str, what: &str)
 fn resources(v: &mut Verdict, spec: &MCPServerSpec) {
     if !spec.is_remote() {
         container_resources(v, &spec.resources, "spec.resources", "the server");
-    }
-    if let Some(gw) = &spec.gateway.resources {
-        container_resources(v, gw, "spec.gateway.resources", "the gateway");
     }
     for (i, s) in spec.scratch.iter().enumerate() {
         positive_limit(v, format!("spec.scratch[{i}].sizeLimit"), &s.size_limit);
@@ -1161,10 +1169,6 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
     {
         v.deny("policy.sbom", "spec.signature.keys", "this namespace requires a signed SBOM: name the cosign public key (keys[].secretRef) that signed the image's SBOM attestation (cosign attest --type cyclonedx --key ...)");
     }
-    if p.audit.require_signing_key && spec.audit.signing_key_secret_ref.is_none() {
-        v.deny("policy.auditSigning", "spec.audit.signingKeySecretRef", "this namespace requires signed audit checkpoints: name an Ed25519 private key (PKCS#8 PEM) in a Secret; without it anyone who can edit the log can recompute the hash chain");
-    }
-
     if !p.allowed_transports.is_empty() && !p.allowed_transports.contains(&spec.transport) {
         let allowed: Vec<_> = p.allowed_transports.iter().map(|t| t.as_str()).collect();
         v.deny(
@@ -1176,6 +1180,17 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
                 allowed.join(", ")
             ),
         );
+    }
+    v.merge(gateway_policy_rules(spec, p));
+    v
+}
+
+/// What a policy requires of any gateway (a server's, or a virtual server's in the shape of a
+/// server's): revisions, issuers, client certificates, limits, egress, tools, audit signing.
+pub fn gateway_policy_rules(spec: &MCPServerSpec, p: &MCPPolicySpec) -> Verdict {
+    let mut v = Verdict::default();
+    if p.audit.require_signing_key && spec.audit.signing_key_secret_ref.is_none() {
+        v.deny("policy.auditSigning", "spec.audit.signingKeySecretRef", "this namespace requires signed audit checkpoints: name an Ed25519 private key (PKCS#8 PEM) in a Secret; without it anyone who can edit the log can recompute the hash chain");
     }
     if !p.allowed_protocol_versions.is_empty() {
         for (i, rev) in spec.protocol.versions.iter().enumerate() {
@@ -1221,7 +1236,7 @@ pub fn policy_rules(server: &MCPServer, policy: &MCPPolicy) -> Verdict {
 
     for (res, max) in &p.resources.max_limits {
         let Ok(max_v) = quantity::parse_quantity(max) else { continue };
-        let server = (!spec.is_remote()).then_some(&spec.resources);
+        let server = spec.image.is_some().then_some(&spec.resources);
         let mut containers = vec![("spec.resources", server, "the server")];
         containers.push(("spec.gateway.resources", spec.gateway.resources.as_ref(), "the gateway"));
         for (prefix, r, what) in containers {

@@ -2,7 +2,9 @@
 //! `palisade check` gives offline exactly the verdict the webhook gives in the cluster.
 //!
 //! - `mcpserver`: the baseline every MCPServer meets (one function per section) and what the
-//!   selecting MCPPolicies require of it;
+//!   selecting MCPPolicies require of it (`gateway_baseline` and `gateway_policy_rules` for any
+//!   gateway);
+//! - `mcpvirtualserver`: virtual servers, with the servers they select;
 //! - `mcppolicy`: MCPPolicy objects themselves, and which namespaces they select;
 //! - `workload`: hand-made workloads that claim to be an MCP server;
 //! - `pss`: Pod Security Standards (restricted) and Palisade's hardening, for pod specs;
@@ -12,6 +14,7 @@
 pub mod argv;
 pub mod mcppolicy;
 pub mod mcpserver;
+pub mod mcpvirtualserver;
 pub mod pss;
 pub mod trust;
 pub mod workload;

@@ -35,6 +35,8 @@ pub struct Expectations {
     pub verified_digest: Option<String>,
     /// The gateway image the operator injects.
     pub gateway_image: Option<String>,
+    /// The claimed MCPServer is remote: no container but the gateway may run.
+    pub gateway_only: bool,
 }
 
 fn pointer<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
@@ -132,6 +134,12 @@ pub fn review_workload(obj: &Value, kind: &str, expect: &Expectations) -> Option
                     format!("the gateway must be the operator's image {gw}"),
                 );
             }
+        } else if expect.gateway_only {
+            v.deny(
+                "workload.remoteServer",
+                field,
+                format!("MCPServer {name} is remote: its pods run the Palisade gateway alone"),
+            );
         } else if let Some(verified) = &expect.verified_digest
             && &digest != verified
         {

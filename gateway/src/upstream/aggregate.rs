@@ -261,6 +261,10 @@ impl Aggregate {
                 let me = self.clone();
                 let params = msg.get("params").cloned();
                 let k = key(&id);
+                // Registered under the lock the task takes to deregister: never after it ended.
+                let Ok(mut state) = self.state.lock() else {
+                    return Err(UpstreamError::Closed);
+                };
                 let task = tokio::spawn(async move {
                     let reply = me.request(&id, &method, params).await;
                     if let Some(reply) = reply {
@@ -273,11 +277,7 @@ impl Aggregate {
                         s.inflight.remove(&key(&id));
                     }
                 });
-                if let Ok(mut s) = self.state.lock()
-                    && !task.is_finished()
-                {
-                    s.inflight.insert(k, task.abort_handle());
-                }
+                state.inflight.insert(k, task.abort_handle());
                 Ok(())
             }
             (Some(method), None) => {
