@@ -120,6 +120,16 @@ impl Drop for Idp {
 
 /// Runs the official Python SDK client through a gateway's Service; its JSON report.
 async fn client(url: &str, token: &str, ca: &std::path::Path, calls: &[&str]) -> Value {
+    try_client(url, token, ca, calls).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`client`], with its failure returned for the caller to add what it knows.
+async fn try_client(
+    url: &str,
+    token: &str,
+    ca: &std::path::Path,
+    calls: &[&str],
+) -> Result<Value, String> {
     let out = tokio::process::Command::new(python())
         .arg(repo_root().join("gateway/tests/peers/py_auth_client.py"))
         .args([url, token, "legacy", "--ca", ca.to_str().unwrap()])
@@ -127,13 +137,20 @@ async fn client(url: &str, token: &str, ca: &std::path::Path, calls: &[&str]) ->
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "client: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    if !out.status.success() {
+        return Err(format!(
+            "client: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("client report: {e}"))
+}
+
+/// The names of a pod's containers.
+fn containers(pod: &Value) -> Vec<&str> {
+    let all = pod["spec"]["containers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    all.iter().filter_map(|c| c["name"].as_str()).collect()
 }
 
 /// The CA that issued a gateway's serving certificate (the operator's), as a file for clients.
@@ -450,13 +467,7 @@ async fn remote_server_proxied(cluster: &Cluster, ns: &str, idp: &Idp) {
     apply(cluster, &yaml).await;
     wait_ready(cluster, ns, "remote").await;
     for pod in server_pods(cluster, ns, "remote").await {
-        let names: Vec<&str> = pod["spec"]["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
-        assert_eq!(names, ["gateway"], "a remote server runs no container of its own");
+        assert_eq!(containers(&pod), ["gateway"], "a remote server runs no container of its own");
     }
     let status = k_json(cluster, &["get", "mcpserver", "-n", ns, "remote"]).await;
     let verified = status["status"]["conditions"]
@@ -471,17 +482,19 @@ async fn remote_server_proxied(cluster: &Cluster, ns: &str, idp: &Idp) {
     let gw_ca = gateway_ca(cluster, ns, "remote", &idp.dir).await;
     let url = format!("https://remote.{ns}.svc:8443/mcp");
     let token = idp.token("alice", "https://mcp.e2e.test/remote");
-    let report = client(
-        &url,
-        &token,
-        &gw_ca,
-        &[
-            r#"echo:{"message":"to a remote server"}"#,
-            "show_auth_claims:{}",
-            r#"add:{"a":1,"b":2}"#,
-        ],
-    )
-    .await;
+    let calls =
+        [r#"echo:{"message":"to a remote server"}"#, "show_auth_claims:{}", r#"add:{"a":1,"b":2}"#];
+    let report = match try_client(&url, &token, &gw_ca, &calls).await {
+        Ok(report) => report,
+        Err(e) => {
+            let objects =
+                ["get", "pods,svc,endpointslices,networkpolicies", "-n", ns, "-o", "wide"];
+            let logs = ["logs", "-n", ns, "deployment/remote", "-c", "gateway"];
+            let objects = kubectl(cluster, &objects, None).await.map(|r| r.1);
+            let logs = kubectl(cluster, &logs, None).await.map(|r| r.1);
+            panic!("{e}\n{objects:?}\n{logs:?}");
+        }
+    };
     assert_eq!(report["tools"], serde_json::json!(["echo", "show_auth_claims"]), "{report}");
     let echo = &report["calls"]["echo"];
     assert!(
@@ -551,13 +564,7 @@ async fn virtual_server_over_two(cluster: &Cluster, ns: &str, idp: &Idp) {
         k_json(cluster, &["get", "pods", "-n", ns, "-l", "palisade.dev/mcp-virtual-server=front"])
             .await;
     for pod in pods["items"].as_array().unwrap() {
-        let names: Vec<&str> = pod["spec"]["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
-        assert_eq!(names, ["gateway"]);
+        assert_eq!(containers(pod), ["gateway"], "a virtual server runs only its gateway");
     }
 
     let ca = gateway_ca(cluster, ns, "front", &idp.dir).await;

@@ -79,7 +79,10 @@ fn audit_verify(file: &std::path::Path, public_key: Option<&std::path::Path>) ->
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // rustls warns once per handshake about what a client sent (an IP address as SNI): a
+    // client could fill the log with it, and there is nothing for an operator to do.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("PALISADE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         b.json().init();

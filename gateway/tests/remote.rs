@@ -145,12 +145,7 @@ async fn a_remote_server_is_proxied_over_tls_under_the_same_policy() {
     assert_eq!(calls_of("show_auth_claims", "allow"), 1);
     assert_eq!((calls_of("leak", "deny"), calls_of("read_file", "deny")), (1, 1));
     assert_eq!(calls_of("read_file", "allow") + calls_of("leak", "allow"), 0);
-    let verify = std::process::Command::new(gateway_bin())
-        .args(["audit", "verify"])
-        .arg(&audit)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert_audit_verifies(&audit);
     assert_eq!(trap.connections(), 0);
 }
 

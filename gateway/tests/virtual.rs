@@ -242,12 +242,7 @@ async fn one_endpoint_for_two_servers_with_prefixes_roles_and_one_audit_chain() 
         "b refused bob: {at_b:?}"
     );
     assert!(!at_b.iter().any(|r| r["principal"] == "bob" && r["decision"] == "allow"));
-    let verify = std::process::Command::new(gateway_bin())
-        .args(["audit", "verify"])
-        .arg(&audit)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert_audit_verifies(&audit);
 }
 
 #[tokio::test]

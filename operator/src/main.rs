@@ -92,7 +92,10 @@ enum Command {
 /// from RUST_LOG (default info).
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // rustls warns once per handshake about what a client sent (an IP address as SNI): a
+    // client could fill the log with it, and there is nothing for an operator to do.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("PALISADE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().with_current_span(true).init();

@@ -63,7 +63,8 @@ pub struct Observed<'a> {
     pub gateways: Option<&'a Report>,
 }
 
-fn condition(
+/// A condition, keeping its last transition time while its status stays the same.
+pub(crate) fn condition(
     prev: &[Condition],
     type_: &str,
     status: &str,

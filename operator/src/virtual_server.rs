@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -21,6 +21,7 @@ use tracing::warn;
 
 use crate::gateways::Report;
 use crate::reconcile::{Context, Error, apply_objects, ensure_tls_secret, prune_pdb};
+use crate::status::condition;
 
 /// How often a virtual server is looked at again (its gateways' readiness and what they
 /// withhold are not watched).
@@ -41,29 +42,6 @@ fn servers_in(vctx: &VirtualContext, ns: &str) -> Vec<MCPServer> {
         .filter_map(|s| serde_json::to_value(s.as_ref()).ok())
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect()
-}
-
-fn condition(
-    prev: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
-    g: i64,
-) -> Condition {
-    let last = prev
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: Some(g),
-        last_transition_time: last,
-    }
 }
 
 /// `NamesResolved`: what the gateways withhold from the combined listing (conflicts, names

@@ -76,6 +76,16 @@ pub fn gateway_bin() -> &'static str {
     env!("CARGO_BIN_EXE_palisade-gateway")
 }
 
+/// Asserts that `palisade-gateway audit verify` accepts the audit log at `path`.
+pub fn assert_audit_verifies(path: &std::path::Path) {
+    let verify = std::process::Command::new(gateway_bin())
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .expect("palisade-gateway runs");
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+}
+
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "palisade-gw-{}-{name}-{}",
