@@ -436,7 +436,7 @@ async fn remote_server_proxied(cluster: &Cluster, ns: &str, idp: &Idp) {
     let cfg = format!(
         "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  \
          timeout server 60s\nfrontend tls\n  bind {NODE_IP}:{front} ssl crt {}\n  default_backend server\n\
-         backend server\n  server s 127.0.0.1:{backend}\n",
+         backend server\n  http-request set-header Host 127.0.0.1:{backend}\n  server s 127.0.0.1:{backend}\n",
         dir.join("site.pem").display()
     );
     std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
