@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build tools test lint unit conformance e2e crds docs manifests fmt demo clean
+.PHONY: all build tools test lint unit conformance e2e fuzz crds docs manifests fmt demo clean
 
 all: build
 
@@ -49,6 +49,11 @@ conformance:
 ## End-to-end tests on a local control plane that is started for the run and stopped after it.
 e2e: tools
 	e2e/run-tests
+
+## Coverage-guided fuzzing (cargo-fuzz, nightly) of every target in fuzz/, FUZZ_SECONDS each
+## (default 60); corpora grow under ~/.cache/palisade/fuzz. Not part of `make test`.
+fuzz:
+	e2e/fuzz
 
 ## Everything CI runs.
 test: tools lint unit conformance e2e

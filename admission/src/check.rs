@@ -11,7 +11,7 @@ use crate::object::{self, NOT_REVIEWED, TOP_LEVEL};
 pub use crate::object::{LoadError, Object};
 use crate::review::{Facts, Review, review};
 use crate::rules::workload;
-use crate::schema::CrdSchemas;
+use crate::schema::{CrdSchemas, SchemaError};
 use crate::verdict::Verdict;
 
 /// One YAML document of a file, with the line it starts on.
@@ -196,10 +196,18 @@ pub struct Report {
 /// Reviews every document of `files` (name, content) against `policies`: the CRDs' own schema
 /// and CEL rules (what the API server refuses before admission), then the admission rules.
 pub fn check(files: &[(String, String)], policies: &[MCPPolicy]) -> Vec<Report> {
-    let policy_refs: Vec<&MCPPolicy> = policies.iter().collect();
     // The schemas are generated from the types compiled into this binary; if they could not
     // be used, nothing is admitted (fail closed).
-    let schemas = CrdSchemas::new();
+    check_with(files, policies, &CrdSchemas::new())
+}
+
+/// [`check`] with the CRD schemas already compiled (they take most of a small check's time).
+pub fn check_with(
+    files: &[(String, String)],
+    policies: &[MCPPolicy],
+    schemas: &Result<CrdSchemas, SchemaError>,
+) -> Vec<Report> {
+    let policy_refs: Vec<&MCPPolicy> = policies.iter().collect();
     // Offline, namespace labels are unknown (every given policy applies) and claimed servers
     // cannot be looked up.
     // The MCPServers among the files, for the virtual servers that select them.
@@ -216,7 +224,7 @@ pub fn check(files: &[(String, String)], policies: &[MCPPolicy]) -> Vec<Report> 
     };
     let facts = Facts {
         policies: &policy_refs,
-        schemas: Some(&schemas),
+        schemas: Some(schemas),
         servers: Some(&in_namespace),
         ..Facts::default()
     };
@@ -259,13 +267,21 @@ pub fn check(files: &[(String, String)], policies: &[MCPPolicy]) -> Vec<Report> 
 
 /// Loads the MCPPolicy objects of a `--policy` file; any other content is an error.
 pub fn load_policies(file: &str, text: &str) -> Result<Vec<MCPPolicy>, String> {
+    load_policies_with(file, text, &CrdSchemas::new())
+}
+
+/// [`load_policies`] with the CRD schemas already compiled.
+pub fn load_policies_with(
+    file: &str,
+    text: &str,
+    schemas: &Result<CrdSchemas, SchemaError>,
+) -> Result<Vec<MCPPolicy>, String> {
     let mut out = Vec::new();
     for doc in split_documents(text) {
         match load(&doc) {
             Ok(None) => {}
             Ok(Some(Object::Policy(p))) => {
-                let schemas = CrdSchemas::new();
-                let facts = Facts { schemas: Some(&schemas), ..Facts::default() };
+                let facts = Facts { schemas: Some(schemas), ..Facts::default() };
                 let v = match review(&Object::Policy(p.clone()), &facts) {
                     Review::Verdict(v) => v,
                     Review::NotReviewed(note) => return Err(note),
