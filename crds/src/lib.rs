@@ -209,9 +209,9 @@ mod tests {
                 Box::new(|s| s.spec.egress[0].host = Some("example.com".into())),
             ),
             ("must be a CIDR", Box::new(|s| s.spec.egress[0].cidr = Some("10.0.0.1".into()))),
-            ("set exactly one of image (a server", Box::new(|s| s.spec.image = None)),
+            ("set exactly one of spec.image (a server", Box::new(|s| s.spec.image = None)),
             (
-                "set exactly one of image (a server",
+                "set exactly one of spec.image (a server",
                 Box::new(|s| s.spec.remote = example("remote-https.yaml").spec.remote),
             ),
         ];

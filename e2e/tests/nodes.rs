@@ -635,19 +635,12 @@ async fn palisade_on_a_real_node() {
     // A first install, as on a fresh cluster: the CRDs the earlier tests applied themselves
     // (with every leftover object of theirs; nothing of Palisade sets finalizers) go first, so
     // that the release creates its own.
-    k(
-        cluster,
-        &[
-            "delete",
-            "crd",
-            "mcpservers.palisade.dev",
-            "mcppolicies.palisade.dev",
-            "--ignore-not-found",
-            "--wait",
-            "--timeout=120s",
-        ],
-    )
-    .await;
+    let names: Vec<String> =
+        palisade_crds::crds().into_iter().filter_map(|(_, crd)| crd.metadata.name).collect();
+    let mut delete = vec!["delete", "crd"];
+    delete.extend(names.iter().map(String::as_str));
+    delete.extend(["--ignore-not-found", "--wait", "--timeout=120s"]);
+    k(cluster, &delete).await;
     let t0 = Instant::now();
     real_namespace(cluster, RELEASE_NS).await;
     let (ok, out) = helm(

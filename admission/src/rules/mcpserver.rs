@@ -296,7 +296,7 @@ fn image(v: &mut Verdict, spec: &MCPServerSpec) {
         (Some(image), None) => image,
         (None, Some(_)) => return,
         (Some(_), Some(_)) => {
-            return v.deny("baseline.image", "spec.image", "set exactly one of image (a server Palisade runs) or remote (a server elsewhere that the gateway proxies to)");
+            return v.deny("baseline.image", "spec.image", "set exactly one of spec.image (a server Palisade runs) or spec.remote (a server elsewhere that the gateway proxies to)");
         }
         (None, None) => {
             return v.deny(

@@ -81,7 +81,9 @@ impl Parser {
                 return Err(TooLarge(self.max_event));
             }
         }
-        if self.buf.len() > self.max_event {
+        // A CR at the end waits for a possible LF: it ends the line, it is not part of it.
+        let pending = self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'));
+        if pending > self.max_event {
             return Err(TooLarge(self.max_event));
         }
         Ok(out)
@@ -113,6 +115,24 @@ pub fn encode(event: Option<&str>, id: Option<&str>, data: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `make fuzz` (target sse): a line of exactly the bound whose CR arrived at the
+    /// end of a chunk was refused, though the same bytes in one chunk were accepted.
+    #[test]
+    fn a_line_of_the_bound_cut_after_its_cr_is_accepted() {
+        let line = format!("data: {}", "x".repeat(10));
+        let whole = format!("{line}\r\n\r\n");
+        let bound = line.len();
+        assert_eq!(Parser::new(bound).feed(whole.as_bytes()).map(|e| e.len()), Ok(1));
+        let mut cut = Parser::new(bound);
+        let at = line.len() + 1;
+        assert_eq!(cut.feed(&whole.as_bytes()[..at]), Ok(vec![]));
+        assert_eq!(cut.feed(&whole.as_bytes()[at..]).map(|e| e.len()), Ok(1));
+        // One byte more than the bound is refused however it arrives.
+        assert!(Parser::new(bound - 1).feed(whole.as_bytes()).is_err());
+        let mut cut = Parser::new(bound - 1);
+        assert!(cut.feed(&whole.as_bytes()[..at]).is_err());
+    }
 
     #[test]
     fn parses_across_chunk_boundaries_and_line_endings() {
