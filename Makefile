@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build tools test lint unit conformance e2e fuzz crds docs manifests fmt demo clean
+.PHONY: all build tools test lint unit conformance e2e fuzz soak crds docs manifests fmt demo clean
 
 all: build
 
@@ -35,7 +35,7 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p palisade-e2e --test nodes -- -D warnings
+	$(CARGO) clippy -p palisade-e2e --test nodes --test faults -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --exclude palisade-e2e
@@ -54,6 +54,11 @@ e2e: tools
 ## (default 60); corpora grow under ~/.cache/palisade/fuzz. Not part of `make test`.
 fuzz:
 	e2e/fuzz
+
+## A bounded soak of the gateway under mixed traffic (PALISADE_SOAK_SECONDS, default 600):
+## memory and descriptors sampled, the audit log checked against the requests. Not part of `make test`.
+soak:
+	$(CARGO) bench -p palisade-gateway --bench soak
 
 ## Everything CI runs.
 test: tools lint unit conformance e2e

@@ -418,6 +418,11 @@ impl Operator {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 /// A plain-HTTP GET to 127.0.0.1 (the operator's metrics port), without a client library.

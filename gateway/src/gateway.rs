@@ -288,6 +288,13 @@ impl Gateway {
     /// expired there), and it is closed here too. While the store cannot be reached, the
     /// session goes on here.
     pub async fn keep(&self, s: &ClientSession) -> bool {
+        if s.upstream.closed().is_some() {
+            // The server closed the connection under the session (it restarted, or its stdio
+            // process was recycled): the client is told the session is gone and opens another.
+            info!(session = %short(&s.id), "the server closed the session's connection; session ended");
+            self.end_session(&s.id).await;
+            return false;
+        }
         s.touch();
         let Some(store) = self.state.sessions.as_ref() else { return true };
         match store.touch(&s.id, self.idle_timeout()).await {

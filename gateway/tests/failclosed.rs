@@ -352,7 +352,7 @@ async fn stripped_safety_flags_are_reported() {
 /// Hole 11: every refusal is audited, including those decided from the headers alone.
 #[tokio::test]
 async fn refusals_decided_from_headers_are_audited() {
-    let h = hostile(json!([]), json!({})).await;
+    let h = hostile(json!([]), json!({"maxMessageBytes": 65536})).await;
     let http = reqwest::Client::new();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
         "io.modelcontextprotocol/protocolVersion": STATELESS,
@@ -369,13 +369,44 @@ async fn refusals_decided_from_headers_are_audited() {
     };
     assert_eq!(send("tools/call", STATELESS).await.unwrap().status().as_u16(), 400);
     assert_eq!(send("tools/list", "2099-01-01").await.unwrap().status().as_u16(), 400);
+    // A body past the message limit, and params that fail validation, are refusals too.
+    let oversized = http
+        .post(&h.gw.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS)
+        .header("mcp-method", "tools/list")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .body(format!("{{\"pad\": \"{}\"}}", "a".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status().as_u16(), 413);
+    let invalid = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": STATELESS,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let answer = http
+        .post(&h.gw.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS)
+        .header("mcp-method", "tools/call")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .body(invalid.to_string())
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = answer.json().await.unwrap();
+    assert!(answer.pointer("/error/message").is_some(), "{answer}");
     let refusals: Vec<Value> = h
         .audit()
         .into_iter()
         .filter(|r| r["type"] == "call" && r["decision"] == "deny")
         .filter(|r| r["request_id"].as_str().is_some_and(|id| id.starts_with("0af76519")))
         .collect();
-    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert_eq!(refusals.len(), 4, "{refusals:?}");
     assert!(refusals[0]["reason"].as_str().unwrap().contains("Mcp-Method"), "{refusals:?}");
     assert!(refusals[1]["reason"].as_str().unwrap().contains("protocol version"), "{refusals:?}");
+    assert_eq!(refusals[2]["status"], 413, "{refusals:?}");
+    assert!(refusals[3]["reason"].as_str().unwrap().contains("Invalid params"), "{refusals:?}");
 }

@@ -17,6 +17,7 @@ use super::Refusal;
 use crate::controls::authz::Principal;
 use crate::controls::mediate;
 use crate::gateway::Gateway;
+use crate::observe::audit::CallRecord;
 use crate::observe::events::{self, Kind};
 use crate::observe::trace::TraceContext;
 use crate::protocol::jsonrpc::{
@@ -154,6 +155,17 @@ pub async fn open(gw: &Arc<Gateway>, o: Opening) -> Result<(Arc<ClientSession>, 
     }
     relay_unsolicited(gw, &session);
     info!(session = %short(&session.id), revision = session_rev.as_str(), principal = %principal.subject, "session opened");
+    let request_id = trace.request_id();
+    CallRecord {
+        request_id: &request_id,
+        principal: &principal.subject,
+        session: Some(short(&session.id)),
+        revision: session_rev.as_str(),
+        method: "initialize",
+        decision: "allow",
+        ..CallRecord::default()
+    }
+    .write(&gw.observe.audit);
     // Other replicas resume the session from its record, replaying this initialize.
     if let Some(p) = params.as_mut().and_then(Value::as_object_mut) {
         p.insert("protocolVersion".into(), Value::String(session_rev.as_str().into()));

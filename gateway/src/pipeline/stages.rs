@@ -48,18 +48,39 @@ pub(super) async fn run(
     params: Option<Value>,
 ) -> Stage<Reply> {
     let mut req = Request { id, method, params, item: None, params_hash: None };
-    // Each stage is a child span of the request's (ended when it returns).
-    let def = staged(call.span.stage("validate"), validate(&call, &mut req))?;
-    staged(call.span.stage("authorize"), authorize(&call, &mut req))?;
-    staged(call.span.stage("rate"), rate(&call, &req).await)?;
+    // Each stage is a child span of the request's (ended when it returns). A refusal before
+    // the tool gate is audited here; the tool gate and the route write their own records.
+    let def = staged(call.span.stage("validate"), validate(&call, &mut req))
+        .map_err(|r| denied(&call, &req, r))?;
+    staged(call.span.stage("authorize"), authorize(&call, &mut req))
+        .map_err(|r| denied(&call, &req, r))?;
+    staged(call.span.stage("rate"), rate(&call, &req).await).map_err(|r| denied(&call, &req, r))?;
     req.params_hash = req.params.as_ref().filter(|_| call.gw.observe.audit.enabled()).map(digest);
     let approval = if req.method == "tools/call" {
         staged(call.span.stage("tool_gate"), tool_gate(&call, &mut req).await)?
     } else {
         None
     };
-    let permits = staged(call.span.stage("permits"), permits(&call, &req.id))?;
+    let permits = staged(call.span.stage("permits"), permits(&call, &req.id))
+        .map_err(|r| denied(&call, &req, r))?;
     route(call, req, def, approval, permits).await
+}
+
+/// Writes the audit record of a request a stage refused, with the refusal's message as the
+/// reason; returns the refusal.
+fn denied(call: &Call, req: &Request, reply: Reply) -> Reply {
+    let reason = match &reply {
+        Reply::Final(v) => v.pointer("/error/message").and_then(Value::as_str).unwrap_or_default(),
+        Reply::Stream(_) => "",
+    };
+    let request_id = call.request_id();
+    let mut r = call.record(&request_id, &req.method);
+    r.name = req.item.as_deref();
+    r.params_sha256 = req.params_hash.as_deref();
+    r.decision = "deny";
+    r.reason = reason;
+    r.write(&call.gw.observe.audit);
+    reply
 }
 
 /// A stage's result, its span marked when the stage refused.

@@ -120,6 +120,8 @@ pub(super) async fn check_origin(
 }
 
 /// Whether a body is larger than one message may be.
-pub(super) fn too_large(gw: &Gateway, body: &Bytes) -> bool {
-    body.len() > gw.config().limits.max_message_bytes as usize
+/// The request body, read up to the configured message limit: `None` past it (or when the
+/// client stopped sending), and the rest is never read.
+pub(super) async fn bounded_body(gw: &Gateway, body: axum::body::Body) -> Option<Bytes> {
+    axum::body::to_bytes(body, gw.config().limits.max_message_bytes as usize).await.ok()
 }

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::encode::{event_stream, plain};
-use super::layers::too_large;
+use super::layers::bounded_body;
 use super::{App, trace_of};
 use crate::controls::authz::Principal;
 use crate::pipeline::open::{Opening, open};
@@ -50,12 +49,12 @@ pub(super) async fn post(
     Extension(principal): Extension<Principal>,
     h: HeaderMap,
     Query(q): Query<SessionQuery>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let trace = trace_of(&h);
-    if too_large(&app.gw, &body) {
+    let Some(body) = bounded_body(&app.gw, body).await else {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
-    }
+    };
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
         return plain(StatusCode::BAD_REQUEST, "malformed JSON");
     };

@@ -6,16 +6,16 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span};
 
 use super::encode::{self, error_response, event_stream, json_response, plain, refused};
-use super::layers::too_large;
+use super::layers::bounded_body;
 use super::{App, accepts, header_str, trace_of};
 use crate::controls::authz::Principal;
 use crate::gateway::Gateway;
@@ -53,7 +53,7 @@ pub(super) async fn post(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     h: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let trace = trace_of(&h);
     let span = info_span!("mcp", request_id = %trace.request_id());
@@ -71,7 +71,7 @@ pub(super) async fn post(
                 "Accept must include application/json and text/event-stream",
             );
         }
-        if too_large(&app.gw, &body) {
+        let Some(body) = bounded_body(&app.gw, body).await else {
             events::emit(
                 &app.gw.observe,
                 Kind::ValidationFailure,
@@ -79,8 +79,11 @@ pub(super) async fn post(
                 "-",
                 "message larger than the limit",
             );
-            return error_response(413, None, INVALID_REQUEST, "Message too large", None);
-        }
+            // The rest of the body is never read: the connection cannot carry another request.
+            let mut r = error_response(413, None, INVALID_REQUEST, "Message too large", None);
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        };
         let value: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) => {

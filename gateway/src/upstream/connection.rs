@@ -130,7 +130,7 @@ impl Connection {
         tokio::spawn(async move {
             while let Some(item) = incoming.recv().await {
                 match item {
-                    Ok(a) => dispatch(&routing, a).await,
+                    Ok(a) => dispatch(&routing, a),
                     Err(e) => {
                         close_all(&routing, e);
                         return;
@@ -158,6 +158,8 @@ impl Connection {
     }
 
     fn forget(&self, upstream_id: &Value) {
+        // Nobody waits for the rest of the answer: stop receiving it.
+        self.pipe.abandon(upstream_id);
         if let Ok(mut r) = self.routing.lock() {
             let k = key(upstream_id);
             r.pending.remove(&k);
@@ -262,7 +264,7 @@ fn sent_earlier(id: &Value, issued: u64) -> bool {
         .is_some_and(|n| n < issued)
 }
 
-async fn dispatch(routing: &Mutex<Routing>, arrival: Arrival) {
+fn dispatch(routing: &Mutex<Routing>, arrival: Arrival) {
     let Arrival { msg: mut v, on_stream_of } = arrival;
     let id = v.get("id").filter(|i| !i.is_null()).cloned();
     let is_response = is_final(&v);
@@ -279,8 +281,14 @@ async fn dispatch(routing: &Mutex<Routing>, arrival: Arrival) {
                     debug!("a late answer to a request the gateway no longer waits for; dropped");
                     None
                 }
+                None if id.is_none() => {
+                    // Servers send `id: null` errors for messages they could not parse; there
+                    // is no request to give them to.
+                    debug!("an error from the server that names no request; dropped");
+                    None
+                }
                 None => {
-                    warn!("the server answered a request the gateway never sent; dropped");
+                    warn!("the server answered with an id the gateway never used; dropped");
                     None
                 }
             }
@@ -319,7 +327,27 @@ async fn dispatch(routing: &Mutex<Routing>, arrival: Arrival) {
         }
     };
     if let Some(sink) = target {
-        let _ = sink.send(v).await;
+        deliver(sink, v, is_response);
+    }
+}
+
+/// Hands `v` to its sink without waiting: one client that does not read its stream must not
+/// hold up the others sharing the connection. A full sink still gets the final answer (at
+/// most one per request, so this is bounded); other messages for it (progress, logs) are
+/// dropped, and the client only sees fewer of them.
+fn deliver(sink: Sink, v: Value, is_response: bool) {
+    match sink.try_send(v) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(v)) if is_response => {
+            tokio::spawn(async move {
+                let _ = sink.send(v).await;
+            });
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            debug!(
+                "a client does not keep up with its stream; a message from the server was dropped"
+            );
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! (newline-delimited JSON-RPC), Streamable HTTP (a POST per message, answers as JSON or SSE)
 //! and the legacy HTTP+SSE transport (an event stream, POSTs to the endpoint it names).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::credentials::Identity;
 use super::{Bounds, UpstreamError};
@@ -62,6 +63,9 @@ pub struct HttpPipe {
     /// Why the last request could not be sent (TLS, DNS, connection), for the gateway's log:
     /// clients are only told that the server could not be reached.
     failure: Mutex<Option<String>>,
+    /// The POST of each request still being answered, by request id: a request nobody waits
+    /// for any more is abandoned, and the server's connection for it closed.
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// An error with its causes (`certificate: invalid peer certificate: UnknownIssuer`).
@@ -179,6 +183,7 @@ impl Pipe {
             incoming,
             bounds,
             failure: Mutex::new(None),
+            running: Mutex::new(HashMap::new()),
         };
         Ok((Pipe::Http(Arc::new(http)), in_rx))
     }
@@ -269,14 +274,36 @@ impl Pipe {
         match self {
             Pipe::Http(h) => {
                 // Requests run concurrently; each POST's answer flows into the same stream.
-                let h = h.clone();
-                tokio::spawn(async move { post(&h, msg).await });
+                let key = msg.get("id").filter(|_| expects_answer(&msg)).map(Value::to_string);
+                let (task, own_key) = (h.clone(), key.clone());
+                // Registered before the task can finish and remove itself.
+                let mut running = h.running.lock().map_err(|_| UpstreamError::Closed)?;
+                let handle = tokio::spawn(async move {
+                    post(&task, msg).await;
+                    if let (Some(k), Ok(mut running)) = (own_key.as_ref(), task.running.lock()) {
+                        running.remove(k);
+                    }
+                });
+                if let Some(k) = key {
+                    running.insert(k, handle.abort_handle());
+                }
                 Ok(())
             }
             Pipe::Stdio { out, .. } | Pipe::Sse { out } => {
                 out.send(msg).await.map_err(|_| UpstreamError::Closed)
             }
             Pipe::Virtual(a) => a.send(msg).await,
+        }
+    }
+
+    /// Stops receiving the answer to request `id` (Streamable HTTP: its POST is dropped, which
+    /// closes the server's stream for it). Other transports share one stream: nothing to do.
+    pub fn abandon(&self, id: &Value) {
+        if let Pipe::Http(h) = self
+            && let Ok(mut running) = h.running.lock()
+            && let Some(task) = running.remove(&id.to_string())
+        {
+            task.abort();
         }
     }
 
@@ -382,6 +409,11 @@ fn routing_headers(msg: &Value) -> Vec<(&'static str, String)> {
     h
 }
 
+/// Whether `msg` is a request (a method and an id): only requests are answered.
+fn expects_answer(msg: &Value) -> bool {
+    msg.get("method").is_some() && msg.get("id").is_some_and(|i| !i.is_null())
+}
+
 async fn post(h: &HttpPipe, msg: Value) {
     let (client, state, tx, bounds) = (&h.client, &h.state, &h.incoming, h.bounds);
     let id = msg.get("id").cloned();
@@ -438,6 +470,13 @@ async fn post(h: &HttpPipe, msg: Value) {
         s.session_id = Some(sid.to_string());
     }
     let status = resp.status();
+    if status.as_u16() == 404 && session.is_some() {
+        // The server no longer knows the session (it restarted, or ended it): this connection
+        // is over. Every request waiting on it is answered, and the next one opens a new one.
+        info!("the server no longer knows the gateway's session; the connection is closed");
+        let _ = tx.send(Err(UpstreamError::Closed)).await;
+        return;
+    }
     let ctype = resp
         .headers()
         .get("content-type")
@@ -445,6 +484,15 @@ async fn post(h: &HttpPipe, msg: Value) {
         .unwrap_or_default()
         .to_ascii_lowercase();
     if status.as_u16() == 202 {
+        return;
+    }
+    if !expects_answer(&msg) {
+        // A notification or a response to the server: nothing comes back for it. A refusal
+        // (say, a cancellation for a request the server already finished) names no request of
+        // the gateway's, so it is only logged.
+        if !status.is_success() {
+            debug!(%status, "the server refused a notification or response");
+        }
         return;
     }
     if ctype.starts_with("text/event-stream") {
@@ -485,9 +533,10 @@ async fn post(h: &HttpPipe, msg: Value) {
             }
         }
         Ok(mut v) if v.is_object() => {
-            // Servers answer transport-level refusals with `id: null`; it belongs to this request.
+            // Servers answer transport-level refusals with `id: null` (or an id of their own,
+            // like "server-error"); the refusal belongs to this request.
             if v.get("error").is_some()
-                && v.get("id").is_none_or(Value::is_null)
+                && (!status.is_success() || v.get("id").is_none_or(Value::is_null))
                 && let Some(id) = id.clone()
             {
                 v["id"] = id;
@@ -502,5 +551,21 @@ async fn post(h: &HttpPipe, msg: Value) {
             fail(UpstreamError::Unreachable(detail)).await
         }
         _ => fail(UpstreamError::Malformed("the body is not JSON-RPC".into())).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requests_wait_for_an_answer() {
+        assert!(expects_answer(&json!({"jsonrpc": "2.0", "id": "pg-1", "method": "ping"})));
+        assert!(!expects_answer(
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "pg-1"}})
+        ));
+        // The client's answer to a server request carries the server's id but no method.
+        assert!(!expects_answer(&json!({"jsonrpc": "2.0", "id": 7, "result": {}})));
+        assert!(!expects_answer(&json!({"jsonrpc": "2.0", "id": null, "method": "ping"})));
     }
 }

@@ -138,7 +138,11 @@ pub async fn everything_sse() -> (Proc, String) {
 }
 
 pub async fn python_http() -> (Proc, String) {
-    let port = free_port();
+    python_http_on(free_port()).await
+}
+
+/// The official Python SDK's test server on `port` (again, after it was stopped).
+pub async fn python_http_on(port: u16) -> (Proc, String) {
     let p = spawn(
         Command::new(python())
             .arg(repo().join("gateway/tests/peers/py_server.py"))
