@@ -281,55 +281,61 @@ async fn labelled_workloads_are_checked_and_unlabelled_ones_never_reach_the_webh
     home.delete().await.unwrap();
 }
 
-fn leaf_serial(port: u16) -> Option<Vec<u8>> {
-    // A TLS handshake that trusts anything, only to read the served certificate.
-    #[derive(Debug)]
-    struct Any;
-    impl rustls::client::danger::ServerCertVerifier for Any {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::aws_lc_rs::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
+/// A TLS client that trusts any certificate: for handshakes that only read the served
+/// certificate, or attack the server.
+#[derive(Debug)]
+struct Any;
+impl rustls::client::danger::ServerCertVerifier for Any {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
-    use std::io::{Read, Write};
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn trusting(alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .ok()?
+    .unwrap()
     .dangerous()
     .with_custom_certificate_verifier(std::sync::Arc::new(Any))
     .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(cfg)
+}
+
+fn leaf_serial(port: u16) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
     let mut conn =
-        rustls::ClientConnection::new(std::sync::Arc::new(cfg), "127.0.0.1".try_into().ok()?)
-            .ok()?;
+        rustls::ClientConnection::new(trusting(&[]), "127.0.0.1".try_into().ok()?).ok()?;
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
@@ -472,6 +478,75 @@ async fn the_admission_policy_keeps_the_baseline_without_the_webhook() {
         .await;
         assert!(ok, "{f} refused by the policy: {out}");
     }
+    ns.delete().await.unwrap();
+    home.delete().await.unwrap();
+}
+
+/// Opens and resets `n` streams on one HTTP/2 connection to the webhook, then asks once more:
+/// whether the connection still serves a request.
+async fn webhook_serves_after_resets(port: u16, n: usize) -> bool {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(trusting(&[b"h2"]))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let request = || {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("https://127.0.0.1:{port}/validate"))
+            .body(())
+            .unwrap()
+    };
+    for _ in 0..n {
+        send = match send.ready().await {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        match send.send_request(request(), false) {
+            Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => return false,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = async {
+        let send = send.ready().await.ok()?;
+        let (resp, _) = send.clone().send_request(request(), true).ok()?;
+        resp.await.ok().map(|r| r.status().as_u16())
+    };
+    let status = tokio::time::timeout(Duration::from_secs(10), served).await.ok().flatten();
+    conn.abort();
+    status.is_some()
+}
+
+/// CVE-2023-44487 against the webhook binary: a connection that opens and resets streams at
+/// once is ended, and admission goes on for everyone else.
+#[tokio::test]
+async fn http2_rapid_reset_against_the_webhook_ends_the_connection() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::shared().await;
+    let client = cluster.client().await.unwrap();
+    let (home, webhook, _guard) = registered_webhook(cluster, &client, "e2e-wh-h2", &[]).await;
+    // Control: the same kind of connection, without the resets, is served.
+    assert!(
+        webhook_serves_after_resets(webhook.port, 0).await,
+        "the webhook does not serve HTTP/2"
+    );
+    assert!(
+        !webhook_serves_after_resets(webhook.port, 2000).await,
+        "a rapid-reset flood was served on"
+    );
+    // The API server's own calls are still answered: a noncompliant server is refused with
+    // the webhook's message.
+    let ns = platform_namespace(&client, cluster, "e2e-wh-h2-use").await;
+    let rejected = in_namespace(
+        &repo_root().join("examples/rejected/registry-not-allowed.yaml").display().to_string(),
+        &ns.name,
+    );
+    let (admitted, out) = apply(cluster, &rejected, true).await;
+    assert!(!admitted && out.contains("policy.registry"), "{out}");
+    webhook.stop().await;
     ns.delete().await.unwrap();
     home.delete().await.unwrap();
 }

@@ -507,13 +507,15 @@ fn report(
     let max_rss = |w: &[&(u64, u64, usize, u64)]| w.iter().map(|s| s.1).max().unwrap_or(0);
     let max_fds = |w: &[&(u64, u64, usize, u64)]| w.iter().map(|s| s.2).max().unwrap_or(0);
     if !early.is_empty() && !late.is_empty() {
+        let (r1, r2, f1, f2) = (max_rss(&early), max_rss(&late), max_fds(&early), max_fds(&late));
         println!(
-            "RSS: highest {} KiB in the second minute, {} KiB in the last; open fds: {} and {}",
-            max_rss(&early),
-            max_rss(&late),
-            max_fds(&early),
-            max_fds(&late)
+            "RSS: highest {r1} KiB in the second minute, {r2} KiB in the last; open fds: {f1} and {f2}"
         );
+        // Allocator noise and caches that fill once are not a leak; growth like this is.
+        if r2 > r1 + r1 / 2 + 16 * 1024 || f2 > f1 + 32 {
+            println!("FAILED: memory or descriptors grew with the traffic");
+            failed = true;
+        }
     }
     let counts = audit_counts(audit);
     let got = |k: &str| counts.get(k).copied().unwrap_or(0);

@@ -62,6 +62,7 @@ async fn status(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "toolCount": s.tool_count,
         "namesWithheld": s.withheld_names,
         "sessions": gw.sessions.len(),
+        "upstreamConnections": gw.connector.live_connections(),
         "lastError": s.last_error,
     }))
 }

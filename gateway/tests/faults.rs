@@ -470,3 +470,45 @@ async fn a_client_that_sends_its_headers_a_byte_at_a_time_is_cut_off() {
     // Everyone else is served.
     assert_eq!(text(&call(&gw.url, "ok", json!({})).await), "fine");
 }
+
+/// The gateway's `/status` figure `field`.
+async fn status(gw: &Gw, field: &str) -> u64 {
+    let s: Value =
+        reqwest::get(format!("{}/status", gw.admin)).await.unwrap().json().await.unwrap();
+    s[field].as_u64().unwrap_or_else(|| panic!("/status has no {field}: {s}"))
+}
+
+/// A session's connection to the server (and the tasks that serve it) goes when the session
+/// is ended: sessions opened and closed all day must not add up.
+#[tokio::test]
+async fn ended_sessions_leave_no_connection_behind() {
+    let (_server, url) = python_http().await;
+    let gw = gateway_for(&url, json!({})).await;
+    assert_eq!(text(&call(&gw.url, "echo", json!({"message": "x"})).await), "Echo: x");
+    let before = status(&gw, "upstreamConnections").await;
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let s = Session::open(&gw.url).await;
+        assert_eq!(text(&s.call(1, "echo", json!({"message": "s"})).await.1), "Echo: s");
+        let ended = http
+            .delete(&gw.url)
+            .header("mcp-session-id", &s.id)
+            .header("mcp-protocol-version", SESSION)
+            .send()
+            .await
+            .unwrap();
+        assert!(ended.status().is_success(), "ending session {i}: {}", ended.status());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = status(&gw, "upstreamConnections").await;
+        if now <= before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} connections to the server after 10 sessions were ended ({before} before)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

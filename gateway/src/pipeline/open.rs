@@ -301,9 +301,14 @@ pub async fn find(
 fn relay_unsolicited(gw: &Arc<Gateway>, session: &Arc<ClientSession>) {
     let (tx, mut rx) = mpsc::channel::<Value>(64);
     session.upstream.set_unsolicited(tx);
-    let (gw, s) = (gw.clone(), session.clone());
+    // The task must not keep the session alive: the session holds the connection, whose
+    // routing holds `tx`, so a strong reference here would be a cycle that outlives the
+    // session (a closed session's connection and tasks never freed). Once the session is
+    // dropped, its connection goes, `tx` with it, and this task ends.
+    let (gw, weak) = (gw.clone(), Arc::downgrade(session));
     tokio::spawn(async move {
         while let Some(mut m) = rx.recv().await {
+            let Some(s) = weak.upgrade() else { break };
             if s.ended.load(Ordering::Relaxed) {
                 break;
             }

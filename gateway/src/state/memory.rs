@@ -13,6 +13,8 @@ use crate::protocol::tool::Tool;
 
 /// Most plans waiting at once; older ones are dropped first.
 const MAX_PENDING: usize = 1000;
+/// Plans of one requester held at once (their oldest goes first).
+const MAX_PENDING_PER_REQUESTER: usize = 100;
 /// Most principals tracked per limit; past it, those not seen for an hour are forgotten.
 const MAX_KEYS: usize = 100_000;
 /// Least time between two refreshes caused by unknown tools (a client naming made-up tools
@@ -40,9 +42,16 @@ impl Approvals {
         let plan = Plan::new(tool, arguments, requester, preview);
         let mut plans = self.plans.lock().map_err(|_| ApprovalError::Unavailable)?;
         plans.retain(|_, p| !p.expired());
-        if plans.len() >= MAX_PENDING
-            && let Some(oldest) = plans.values().min_by_key(|p| p.created).map(|p| p.id.clone())
-        {
+        // One requester's flood of plans evicts their own oldest, not everyone else's.
+        let own = plans.values().filter(|p| p.requester == requester).count();
+        let evict = if own >= MAX_PENDING_PER_REQUESTER {
+            plans.values().filter(|p| p.requester == requester).min_by_key(|p| p.created)
+        } else if plans.len() >= MAX_PENDING {
+            plans.values().min_by_key(|p| p.created)
+        } else {
+            None
+        };
+        if let Some(oldest) = evict.map(|p| p.id.clone()) {
             plans.remove(&oldest);
         }
         plans.insert(plan.id.clone(), plan.clone());
@@ -296,6 +305,20 @@ mod tests {
             a.redeem_now(&p.id, "delete", &p.arguments, "alice").err(),
             Some(ApprovalError::Used(p.id.clone()))
         );
+    }
+
+    #[test]
+    fn one_requesters_flood_of_plans_evicts_only_their_own() {
+        let a = Approvals::default();
+        let bobs = a.propose_now("delete", args(json!({"path": "/data/b"})), "bob", None).unwrap();
+        let first = a.propose_now("delete", args(json!({"n": 0})), "alice", None).unwrap();
+        for n in 1..250 {
+            a.propose_now("delete", args(json!({"n": n})), "alice", None).unwrap();
+        }
+        let plans = a.plans.lock().unwrap();
+        assert!(plans.contains_key(&bobs.id), "another requester's plan was evicted");
+        assert!(!plans.contains_key(&first.id), "the flooder's oldest plan is kept");
+        assert_eq!(plans.values().filter(|p| p.requester == "alice").count(), 100);
     }
 
     #[test]

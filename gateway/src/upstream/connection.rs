@@ -4,7 +4,7 @@
 //! everything else goes to the connection's listener.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,24 @@ pub struct Connection {
     pub rev: Rev,
     /// Who the connection speaks for (`upstreamAuth`), when the gateway sends credentials.
     identity: Option<Arc<Identity>>,
+    /// Counts this connection among its connector's live ones while it exists.
+    _live: Live,
+}
+
+/// One live connection of a connector: counted up when made, down when dropped.
+pub struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    pub fn new(count: &Arc<AtomicUsize>) -> Live {
+        count.fetch_add(1, Ordering::Relaxed);
+        Live(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Messages belonging to one request: progress notifications, then the response (with the
@@ -118,6 +136,7 @@ impl Connection {
         mut incoming: Incoming,
         rev: Rev,
         identity: Option<Arc<Identity>>,
+        live: Live,
     ) -> Arc<Connection> {
         let routing = Arc::new(Mutex::new(Routing::default()));
         let connection = Arc::new(Connection {
@@ -126,6 +145,7 @@ impl Connection {
             next: AtomicU64::new(1),
             rev,
             identity,
+            _live: live,
         });
         tokio::spawn(async move {
             while let Some(item) = incoming.recv().await {

@@ -62,6 +62,8 @@ pub struct Connector {
     target: Target,
     client: reqwest::Client,
     credentials: Option<Arc<Credentials>>,
+    /// Connections made by this connector that still exist (sessions', shared, probes').
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Target {
@@ -92,7 +94,17 @@ impl Connector {
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(3));
         let client = reach::client(builder, target.url(), ca_file)?;
-        Ok(Connector { target, client, credentials: credentials.map(Arc::new) })
+        Ok(Connector {
+            target,
+            client,
+            credentials: credentials.map(Arc::new),
+            live: Arc::default(),
+        })
+    }
+
+    /// How many connections this connector made still exist: a closed session's must not.
+    pub fn live_connections(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether each user's traffic needs a connection of its own (a per-user credential).
@@ -165,9 +177,10 @@ impl Connector {
             let aggregate =
                 Box::pin(aggregate::Aggregate::open(members, bounds, rev, identity.clone(), tx))
                     .await?;
-            return Ok(Connection::new(Pipe::Virtual(aggregate), incoming, rev, identity));
+            let live = connection::Live::new(&self.live);
+            return Ok(Connection::new(Pipe::Virtual(aggregate), incoming, rev, identity, live));
         }
         let (pipe, incoming) = self.connect(bounds, identity.clone()).await?;
-        Ok(Connection::new(pipe, incoming, rev, identity))
+        Ok(Connection::new(pipe, incoming, rev, identity, connection::Live::new(&self.live)))
     }
 }
