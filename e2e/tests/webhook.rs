@@ -550,3 +550,38 @@ async fn http2_rapid_reset_against_the_webhook_ends_the_connection() {
     ns.delete().await.unwrap();
     home.delete().await.unwrap();
 }
+
+/// The webhook killed: admission fails closed (a compliant server is not admitted without its
+/// verdict, and neither is one only the webhook would refuse), and resumes with the webhook's
+/// own verdicts when it is back on its address.
+#[tokio::test]
+async fn a_killed_webhook_fails_closed_and_admission_resumes_when_it_returns() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::shared().await;
+    let client = cluster.client().await.unwrap();
+    let (home, webhook, _guard) = registered_webhook(cluster, &client, "e2e-wh-kill", &[]).await;
+    let ns = platform_namespace(&client, cluster, "e2e-wh-kill-use").await;
+    let file = |f: &str| in_namespace(&repo_root().join(f).display().to_string(), &ns.name);
+    let (compliant, rejected) =
+        (file("examples/weather-sse.yaml"), file("examples/rejected/registry-not-allowed.yaml"));
+    let port = webhook.port;
+    webhook.stop().await;
+    for (yaml, what) in [(&compliant, "a compliant server"), (&rejected, "a noncompliant server")] {
+        let (ok, out) = apply(cluster, yaml, true).await;
+        assert!(!ok, "{what} was admitted while the webhook was down: {out}");
+        assert!(out.contains("failed calling webhook"), "{what}: {out}");
+    }
+    let webhook = Webhook::start_on(cluster, &home.name, port, &[]).await.unwrap();
+    let out = eventually(Duration::from_secs(30), "admission back", || async {
+        let (ok, out) = apply(cluster, &compliant, true).await;
+        ok.then_some(out)
+    })
+    .await
+    .unwrap();
+    assert!(!out.contains("failed calling webhook"), "{out}");
+    let (ok, out) = apply(cluster, &rejected, true).await;
+    assert!(!ok && out.contains("policy.registry"), "{out}");
+    webhook.stop().await;
+    ns.delete().await.unwrap();
+    home.delete().await.unwrap();
+}
