@@ -12,7 +12,7 @@
 //! that heap freed by the load runs does not hide it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -21,41 +21,9 @@ mod idp;
 
 mod common;
 
-use common::{Gateway, free_port, load, start_gateway, start_server, tls_client};
-
-/// The official Python SDK server of the gateway tests, on a free port.
-fn start_python_server() -> (std::process::Child, String) {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let out = std::process::Command::new(repo.join("e2e/peers/install"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "installing the MCP peers failed");
-    let peers = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let port = free_port();
-    let child = std::process::Command::new(peers.join("venv/bin/python"))
-        .arg(repo.join("gateway/tests/peers/py_server.py"))
-        .args(["http", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the Python server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, format!("http://127.0.0.1:{port}/mcp"))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+use common::{
+    Gateway, load, rss_kib, start_gateway, start_python_server, start_server, tls_client,
+};
 
 async fn idle_sessions(gw: &Gateway, client: &reqwest::Client, n: usize) -> (u64, u64) {
     let before = rss_kib(gw.child.id());

@@ -20,11 +20,11 @@ mod idp;
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{STATELESS, start_gateway, tls_client};
+use common::{STATELESS, rss_kib, start_gateway, start_python_server, tls_client};
 use serde_json::{Value, json};
 
 const SESSION: &str = "2025-11-25";
@@ -317,15 +317,6 @@ fn tokens(idp: &idp::Idp) -> Tokens {
     Tokens { alice: idp.token("alice"), bob: idp.token("bob"), carol: idp.token("carol"), forged }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
@@ -340,37 +331,12 @@ fn audit_counts(path: &Path) -> BTreeMap<String, u64> {
     out
 }
 
-/// The official Python SDK server of the gateway tests, on a free port.
-fn python_server() -> (std::process::Child, String) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let out = std::process::Command::new(repo.join("e2e/peers/install"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "installing the MCP peers failed");
-    let peers = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let port = common::free_port();
-    let child = std::process::Command::new(peers.join("venv/bin/python"))
-        .arg(repo.join("gateway/tests/peers/py_server.py"))
-        .args(["http", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the Python server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, format!("http://127.0.0.1:{port}/mcp"))
-}
-
 fn main() {
     let seconds: u64 =
         std::env::var("PALISADE_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     let clients: usize =
         std::env::var("PALISADE_SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
-    let (mut server, server_url) = python_server();
+    let (mut server, server_url) = start_python_server();
     let dir = tempfile::tempdir().unwrap().keep();
     let (key_file, pub_file) = {
         use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
