@@ -130,9 +130,20 @@ async fn try_client(
     ca: &std::path::Path,
     calls: &[&str],
 ) -> Result<Value, String> {
+    client_in("legacy", url, token, ca, calls).await
+}
+
+/// The official Python SDK client in `mode` (`legacy`: the session era; `2026-07-28`).
+async fn client_in(
+    mode: &str,
+    url: &str,
+    token: &str,
+    ca: &std::path::Path,
+    calls: &[&str],
+) -> Result<Value, String> {
     let out = tokio::process::Command::new(python())
         .arg(repo_root().join("gateway/tests/peers/py_auth_client.py"))
-        .args([url, token, "legacy", "--ca", ca.to_str().unwrap()])
+        .args([url, token, mode, "--ca", ca.to_str().unwrap()])
         .args(calls)
         .output()
         .await
@@ -752,13 +763,24 @@ async fn palisade_on_a_real_node() {
     let fs_url = format!("https://filesystem.{ns}.svc:8443/mcp");
     let fs_token = idp.token("alice", "https://mcp.e2e.test/filesystem");
     let fs_ca_file = gateway_ca(cluster, &ns, "filesystem", &idp.dir).await;
-    let fs_report = client(&fs_url, &fs_token, &fs_ca_file, &["list_allowed_directories:{}"]).await;
-    assert_eq!(fs_report["tools"], serde_json::json!(["list_allowed_directories"]), "{fs_report}");
-    let dirs = &fs_report["calls"]["list_allowed_directories"];
-    assert!(
-        dirs["error"] == false && dirs["text"].as_str().unwrap().contains("/projects"),
-        "{fs_report}"
-    );
+    // Both eras: a session's stdio process ends with the session; the gateway's shared
+    // connection for stateless calls keeps one running, which is inspected below.
+    for mode in ["legacy", "2026-07-28"] {
+        let fs_report =
+            client_in(mode, &fs_url, &fs_token, &fs_ca_file, &["list_allowed_directories:{}"])
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(
+            fs_report["tools"],
+            serde_json::json!(["list_allowed_directories"]),
+            "{mode}: {fs_report}"
+        );
+        let dirs = &fs_report["calls"]["list_allowed_directories"];
+        assert!(
+            dirs["error"] == false && dirs["text"].as_str().unwrap().contains("/projects"),
+            "{mode}: {fs_report}"
+        );
+    }
 
     tool_definitions_pinned(cluster, &ns, &rug_yaml, &idp).await;
     remote_server_proxied(cluster, &ns, &idp).await;
